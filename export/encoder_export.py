@@ -1,0 +1,61 @@
+"""Serving signatures of the encoder classifier, as a keras ExportArchive.
+
+  serving_default  text string[B] -> probabilities float[B,C], label string[B],
+                   label_id int64[B]
+  classify         inputs string[B] (serialized tf.Example, bytes feature
+                   `text`) -> classes string[B,C], scores float[B,C]
+                   (method tensorflow/serving/classify, for TF Serving's
+                   Classify RPC and REST :classify)
+  encode           text string[B] -> pooled float[B,D], sequence float[B,T,D],
+                   mask int32[B,T]
+
+Plain graph functions (no XLA), tokenizer in the graph, vocabulary as an asset.
+"""
+
+import keras
+import tensorflow as tf
+
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+EXAMPLE_TEXT_FEATURE = "text"
+
+
+def build_archive(model, tokenizer, labels):
+  """Returns (archive, {signature: method name other than predict})."""
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.track(tokenizer)
+  label_names = tf.constant(labels)  # [C]
+
+  def predict_probabilities(text):
+    ids = tokenizer(text)  # [B, T]
+    logits = model(ids, training=False)  # [B, C]
+    return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [B, C]
+
+  def serve(text):
+    probabilities = predict_probabilities(text)  # [B, C]
+    label_id = tf.argmax(probabilities, axis=-1)  # [B] int64
+    return {"probabilities": probabilities,
+            "label": tf.gather(label_names, label_id),  # [B]
+            "label_id": label_id}
+
+  def classify(inputs):
+    features = tf.io.parse_example(inputs, {
+        EXAMPLE_TEXT_FEATURE: tf.io.FixedLenFeature([], tf.string,
+                                                    default_value="")})
+    scores = predict_probabilities(features[EXAMPLE_TEXT_FEATURE])  # [B, C]
+    classes = tf.tile(label_names[None, :], [tf.shape(scores)[0], 1])  # [B, C]
+    return {"classes": classes, "scores": scores}
+
+  def encode(text):
+    features = model.encode(tokenizer(text), training=False)
+    return {"pooled": tf.cast(features["pooled"], tf.float32),  # [B, D]
+            "sequence": tf.cast(features["sequence"], tf.float32),  # [B, T, D]
+            "mask": features["mask"]}  # [B, T] int32
+
+  text_spec = [tf.TensorSpec([None], tf.string, name="text")]
+  archive.add_endpoint("serving_default", serve, input_signature=text_spec)
+  archive.add_endpoint(
+      "classify", classify,
+      input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+  archive.add_endpoint("encode", encode, input_signature=text_spec)
+  return archive, {"classify": CLASSIFY_METHOD}

@@ -1,0 +1,123 @@
+"""export_saved_model(ExportConfig): model_dir -> export_base/<version>/.
+
+Rebuilds the model from model_dir/config.json with zoo (never trainer flags),
+restores the best checkpoint (or the latest, or a given one), writes the
+family's signatures with a keras ExportArchive in float32 without XLA, then the
+method-name patch, the warmup file and the model card, runs the static checks,
+and renames the finished directory into place.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from export import checks, encoder_export, model_card, signature_patch, warmup
+from export.versioning import ExportError, next_version, write_version_atomically
+from zoo import model_config as zoo_model_config
+
+WARMUP_SENTENCES = ("a gripping , funny and deeply moving film .",
+                    "dull , lifeless and far too long .")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+  model_dir: str  # a trainer's model_dir (config.json, vocab, checkpoints)
+  export_base: str  # versions are written to export_base/<version>/
+  version: int = 0  # 0 = a new, larger version (a timestamp)
+  checkpoint: str = "best"  # best, latest, or a checkpoint path prefix
+  model_name: str = ""  # model name in warmup requests; '' = the task name
+
+
+def _read_trainer_config(model_dir):
+  path = os.path.join(model_dir, "config.json")
+  if not os.path.isfile(path):
+    raise ExportError(f"{model_dir} is not a trained model_dir: no config.json "
+                      "(train with python -m trainers.train first)")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ExportError(f"cannot read {path}: {e}") from e
+
+
+def resolve_checkpoint(model_dir, which):
+  if which in ("best", "latest"):
+    folder = os.path.join(model_dir, "best" if which == "best" else "checkpoints")
+    path = tf.train.latest_checkpoint(folder)
+    if path is None and which == "best":  # no eval yet: fall back to latest
+      path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if path is None:
+      raise ExportError(f"{model_dir} has no checkpoint yet")
+    return path
+  if not tf.io.gfile.exists(which + ".index"):
+    raise ExportError(f"checkpoint {which} not found")
+  return which
+
+
+def _dev_metrics(model_dir):
+  path = os.path.join(model_dir, "best", "metrics.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    metrics = json.load(f)
+  return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def load_trained_model(model_dir, checkpoint="best"):
+  """(model, tokenizer, model_config, checkpoint path), restored, float32."""
+  trainer_config = _read_trainer_config(model_dir)
+  model_config = trainer_config["model"]
+  checkpoint_path = resolve_checkpoint(model_dir, checkpoint)
+  keras.mixed_precision.set_global_policy("float32")
+  tokenizer = zoo_model_config.build_tokenizer(model_config, model_dir)
+  model = zoo_model_config.build_model(model_config)
+  model(tokenizer(tf.constant(["build"])))  # create the variables
+  status = tf.train.Checkpoint(model=model).restore(checkpoint_path)
+  status.expect_partial().assert_existing_objects_matched()
+  return model, tokenizer, trainer_config, checkpoint_path
+
+
+def export_saved_model(config: ExportConfig):
+  """Writes one version; returns its path."""
+  model, tokenizer, trainer_config, checkpoint_path = load_trained_model(
+      config.model_dir, config.checkpoint)
+  model_config = trainer_config["model"]
+  model_name = config.model_name or model_config["task"]
+  if model_config["family"] != "encoder":
+    raise ExportError(f"no exporter for family {model_config['family']!r}")
+  version = config.version or next_version(config.export_base)
+  limits = {
+      "max_input_tokens": model_config["architecture"]["sequence_length"],
+      "truncation": "inputs longer than max_input_tokens word pieces "
+                    "(including [CLS]) are truncated",
+      "unknown_text": "characters outside the vocabulary map to [UNK]",
+  }
+
+  def write(path):
+    archive, method_names = encoder_export.build_archive(
+        model, tokenizer, model_config["labels"])
+    archive.write_out(path, verbose=False)
+    signature_patch.set_method_names(path, method_names)
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "text": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[s.encode()]))})) for s in WARMUP_SENTENCES]
+    warmup.write_warmup_file(path, [
+        warmup.predict_log(model_name, "serving_default",
+                           {"text": list(WARMUP_SENTENCES)}),
+        warmup.classify_log(model_name, "classify", examples),
+        warmup.predict_log(model_name, "encode",
+                           {"text": list(WARMUP_SENTENCES)}),
+    ])
+    card = model_card.build_model_card(
+        path, trainer_config, _dev_metrics(config.model_dir),
+        os.path.relpath(checkpoint_path, config.model_dir), limits)
+    model_card.write_model_card(path, card)
+    problems = checks.check_saved_model(path)
+    if problems:
+      raise ExportError("export failed the TF Serving checks:\n  " +
+                        "\n  ".join(problems))
+
+  return write_version_atomically(config.export_base, version, write)

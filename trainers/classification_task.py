@@ -1,0 +1,116 @@
+"""Sentence classification tasks (SST-2): data, vocabulary, loss and metrics.
+
+A task object tells the generic training loop (trainers/loop.py) what to train
+on and how to score it; the model itself comes from zoo.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from trainers import classification_data
+from trainers.errors import UserError
+from trainers.metrics import classification_metrics
+from zoo.presets import get_preset
+from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
+                                      write_vocabulary)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCABULARY_FILE = "vocab.txt"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSpec:
+  name: str  # task name used by --task
+  data_folder: str  # folder under data/ with train.tsv and dev.tsv
+  label_values: tuple  # label strings as written in the TSV, in id order
+  labels: tuple  # human-readable class names, in id order
+
+
+SST2 = ClassificationSpec(name="sst2", data_folder="sst2",
+                          label_values=("0", "1"),
+                          labels=("negative", "positive"))
+
+
+class ClassificationTask:
+  """Everything task-specific the training loop needs for a classifier."""
+
+  family = "encoder"
+  primary_metric = "accuracy"
+
+  def __init__(self, spec, config):
+    self.spec = spec
+    self.config = config
+    self.data_dir = config.data_dir or os.path.join(REPO_ROOT, "data",
+                                                    spec.data_folder)
+    self._train = None
+
+  def split_path(self, split):
+    return os.path.join(self.data_dir, f"{split}.tsv")
+
+  def read_split(self, split_or_path):
+    path = (split_or_path if split_or_path.endswith(".tsv")
+            else self.split_path(split_or_path))
+    return classification_data.read_labeled_tsv(path, self.spec.label_values)
+
+  def train_examples(self):
+    if self._train is None:
+      self._train = self.read_split("train")
+    return self._train
+
+  def num_train_examples(self):
+    return len(self.train_examples()[0])
+
+  def new_model_config(self, model_dir):
+    """Learns the vocabulary from the training split; returns the model config."""
+    try:
+      architecture = get_preset(self.family, self.config.preset)
+    except ValueError as e:
+      raise UserError(str(e))
+    sentences, _ = self.train_examples()
+    vocabulary = learn_wordpiece_vocabulary(sentences,
+                                            architecture["vocabulary_size"])
+    write_vocabulary(vocabulary, os.path.join(model_dir, VOCABULARY_FILE))
+    architecture["vocabulary_size"] = len(vocabulary)
+    return {"family": self.family, "task": self.spec.name,
+            "preset": self.config.preset, "architecture": architecture,
+            "labels": list(self.spec.labels),
+            "vocabulary_file": VOCABULARY_FILE}
+
+  def train_dataset(self, tokenizer, global_batch_size, skip_batches):
+    sentences, labels = self.train_examples()
+    return classification_data.train_dataset(
+        sentences, labels, tokenizer, global_batch_size, self.config.seed,
+        skip_batches)
+
+  def eval_dataset(self, tokenizer, batch_size, split_or_path="dev"):
+    sentences, labels = self.read_split(split_or_path)
+    return classification_data.eval_dataset(sentences, labels, tokenizer,
+                                            batch_size)
+
+  def per_example_loss(self, labels, logits):
+    """float32[B] cross-entropy, with optional label smoothing."""
+    num_classes = len(self.spec.labels)
+    one_hot = tf.one_hot(labels, num_classes)  # [B, C]
+    return keras.losses.categorical_crossentropy(
+        one_hot, tf.cast(logits, tf.float32), from_logits=True,
+        label_smoothing=self.config.label_smoothing)
+
+  def correct_predictions(self, labels, logits):
+    """float32[B]: 1 where argmax(logits) == label (a training metric)."""
+    predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
+    return tf.cast(tf.equal(predicted, labels), tf.float32)
+
+  def evaluate(self, predict_fn, dataset):
+    """Runs predict_fn(ids) -> logits over dataset; returns the metric dict."""
+    y_true, y_pred = [], []
+    for ids, labels in dataset:
+      logits = predict_fn(ids)
+      y_pred.append(np.argmax(logits, axis=-1))
+      y_true.append(labels.numpy())
+    return classification_metrics(np.concatenate(y_true),
+                                  np.concatenate(y_pred), list(self.spec.labels))
+

@@ -1,0 +1,68 @@
+"""TrainConfig: every choice a training run makes, written to config.json.
+
+The absl entry point (trainers/train.py) fills it from flags; everything else
+takes this dataclass, never flags.
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
+              "tpu")
+COLLECTIVES = ("auto", "ring", "nccl")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  task: str = "sst2"  # task name, see trainers.tasks.TASKS
+  preset: str = "small"  # model size, a key of the family's presets in zoo.presets
+  model_dir: str = ""  # checkpoints, summaries, config.json, vocabulary
+  data_dir: str = ""  # '' = the bundled data/<task> folder
+  epochs: float = 3.0  # passes over the training split; ignored if train_steps > 0
+  train_steps: int = 0  # total optimizer steps; 0 = derive from epochs
+  batch_size: int = 64  # global batch, split evenly across replicas
+  learning_rate: float = 1e-3  # peak learning rate after warmup
+  warmup_steps: int = 100  # linear warmup from 0 to learning_rate, then linear decay to 0
+  weight_decay: float = 0.01  # AdamW decoupled weight decay
+  label_smoothing: float = 0.0  # cross-entropy label smoothing
+  seed: int = 0  # seeds initialisation, dropout and shuffling
+  mixed_precision: str = "float32"  # float32, mixed_float16 or mixed_bfloat16
+  jit_compile: bool = False  # XLA-compile the forward/backward pass (training only)
+  distribution_strategy: str = "default"  # see STRATEGIES
+  num_gpus: int = 0  # GPUs for mirrored; 0 = all visible
+  tpu: str = ""  # TPU address for the tpu strategy
+  collective: str = "auto"  # multi-worker collective implementation: auto, ring, nccl
+  eval_every_steps: int = 500  # evaluate on dev, checkpoint, keep best
+  checkpoint_every_steps: int = 500  # save a resumable checkpoint
+  log_every_steps: int = 100  # progress line and train summaries
+  max_checkpoints: int = 3  # how many recent checkpoints to keep
+  export_dir: str = ""  # if set, export the best checkpoint here at the end
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values):
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def write_json(path, value):
+  """Writes JSON atomically (temp file + rename)."""
+  tmp = path + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_json(path):
+  with tf.io.gfile.GFile(path) as f:
+    return json.loads(f.read())
+
+
+def config_path(model_dir):
+  return os.path.join(model_dir, "config.json")

@@ -1,0 +1,244 @@
+"""The training loop shared by every task: train_and_evaluate(config).
+
+Owns: strategy and precision set-up, model and optimizer creation, the
+distributed train step, periodic evaluation, resumable checkpoints (rerunning
+the same command continues from the last one), the best checkpoint by the
+task's primary dev metric, TensorBoard summaries and a progress log.
+Files under model_dir:
+  config.json          TrainConfig + the model config (rebuilds the model)
+  vocab.txt            the tokenizer vocabulary
+  checkpoints/         the last few checkpoints, ckpt-<step>
+  best/                the best checkpoint by dev metric + best/metrics.json
+  train/, eval/        TensorBoard event files
+  results.json         final and best dev metrics, steps, time, throughput
+"""
+
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from trainers import strategies
+from trainers.config import TrainConfig, config_path, read_json, write_json
+from trainers.errors import UserError
+from trainers.schedules import WarmupLinearDecay
+from trainers.tasks import get_task
+from zoo import model_config as zoo_model_config
+
+EVAL_BATCH_SIZE = 256
+
+
+def checkpoint_step(path):
+  """The step number in a CheckpointManager path like .../ckpt-1200."""
+  return int(path.rsplit("-", 1)[1])
+
+
+def load_or_create_model_config(task, config, work_dir):
+  """Returns the model config, creating it (and the vocabulary) on a first run."""
+  path = config_path(work_dir)
+  if tf.io.gfile.exists(path):
+    saved = read_json(path)
+    model_config = saved["model"]
+    if (model_config["task"], model_config["preset"]) != (config.task,
+                                                          config.preset):
+      raise UserError(
+          f"{work_dir} already holds a {model_config['task']}/"
+          f"{model_config['preset']} model; pass the same --task/--preset to "
+          "resume it, or a new --model_dir")
+    return model_config
+  logging.info("Learning the vocabulary from the training split...")
+  return task.new_model_config(work_dir)
+
+
+def make_optimizer(config, total_steps):
+  schedule = WarmupLinearDecay(config.learning_rate, config.warmup_steps,
+                               total_steps)
+  optimizer = keras.optimizers.AdamW(
+      learning_rate=schedule, weight_decay=config.weight_decay,
+      beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0)
+  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+  if config.mixed_precision == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def format_seconds(seconds):
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def train_and_evaluate(config: TrainConfig):
+  """Trains (or resumes) config.task in config.model_dir; returns results dict."""
+  if not config.model_dir:
+    raise UserError("--model_dir is required")
+  if config.batch_size <= 0:
+    raise UserError(f"--batch_size must be positive, got {config.batch_size}")
+  strategy = strategies.make_strategy(
+      config.distribution_strategy, config.num_gpus, config.tpu,
+      config.collective)
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise UserError(
+        f"--batch_size={config.batch_size} is not divisible by the "
+        f"{strategy.num_replicas_in_sync} replicas")
+  keras.mixed_precision.set_global_policy(config.mixed_precision)
+  keras.utils.set_random_seed(config.seed)
+  chief = strategies.is_chief(strategy)
+  work_dir = config.model_dir if chief else os.path.join(
+      config.model_dir, ".workers",
+      f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}")
+  tf.io.gfile.makedirs(work_dir)
+
+  task = get_task(config)
+  model_config = load_or_create_model_config(task, config, work_dir)
+  write_json(config_path(work_dir), {
+      "train": config.to_dict(), "model": model_config,
+      "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}})
+  tokenizer = zoo_model_config.build_tokenizer(model_config, work_dir)
+  sequence_length = model_config["architecture"]["sequence_length"]
+  num_examples = task.num_train_examples()
+  total_steps = config.train_steps or max(
+      1, math.ceil(config.epochs * num_examples / config.batch_size))
+
+  with strategy.scope():
+    model = zoo_model_config.build_model(model_config)
+    model(tf.zeros([1, sequence_length], tf.int32))  # create the variables
+    optimizer = make_optimizer(config, total_steps)
+    optimizer.build(model.trainable_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(work_dir, "checkpoints"),
+      max_to_keep=config.max_checkpoints)
+  best_manager = tf.train.CheckpointManager(
+      checkpoint, os.path.join(work_dir, "best"), max_to_keep=1)
+  best_metrics_path = os.path.join(work_dir, "best", "metrics.json")
+  step = 0
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    step = checkpoint_step(manager.latest_checkpoint)
+    logging.info("Resumed from %s at step %d", manager.latest_checkpoint, step)
+  best = (read_json(best_metrics_path) if tf.io.gfile.exists(best_metrics_path)
+          else None)
+  progress_path = os.path.join(work_dir, "progress.json")
+  elapsed_before = (read_json(progress_path)["train_seconds"]
+                    if step and tf.io.gfile.exists(progress_path) else 0.0)
+
+  train_ds = task.train_dataset(tokenizer, config.batch_size, skip_batches=step)
+  iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+  eval_ds = task.eval_dataset(tokenizer, EVAL_BATCH_SIZE)
+  global_batch = config.batch_size
+
+  @tf.function(jit_compile=config.jit_compile)
+  def forward_backward(ids, labels):
+    with tf.GradientTape() as tape:
+      logits = model(ids, training=True)  # [b, C]
+      per_example = task.per_example_loss(labels, logits)  # [b]
+      loss = tf.nn.compute_average_loss(per_example,
+                                        global_batch_size=global_batch)
+      scaled_loss = optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled_loss, model.trainable_variables)
+    correct = tf.reduce_sum(task.correct_predictions(labels, logits))
+    tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
+    return loss, correct, tokens, grads
+
+  def replica_step(ids, labels):
+    loss, correct, tokens, grads = forward_backward(ids, labels)
+    optimizer.apply(grads, model.trainable_variables)
+    return loss, correct, tokens
+
+  @tf.function
+  def train_step(iterator):
+    outputs = strategy.run(replica_step, args=next(iterator))
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
+            for x in outputs]
+
+  @tf.function
+  def predict(ids):
+    return model(ids, training=False)
+
+  if chief:
+    train_writer = tf.summary.create_file_writer(os.path.join(work_dir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(work_dir, "eval"))
+  else:
+    train_writer = eval_writer = tf.summary.create_noop_writer()
+
+  def evaluate_and_keep_best(step):
+    nonlocal best
+    metrics = task.evaluate(predict, eval_ds)
+    value = metrics[task.primary_metric]
+    with eval_writer.as_default(step=step):
+      for name in ("accuracy", "precision", "recall", "f1", "loss",
+                   "perplexity"):
+        if name in metrics:
+          tf.summary.scalar(name, metrics[name])
+    improved = best is None or value > best[task.primary_metric]
+    if improved:
+      best_manager.save(checkpoint_number=step)
+      best = dict(metrics, step=step)
+      write_json(best_metrics_path, best)
+    logging.info("eval step %d: %s %.4f (best %.4f at step %d)", step,
+                 task.primary_metric, value, best[task.primary_metric],
+                 best["step"])
+    return metrics
+
+  def save_checkpoint(step, elapsed):
+    manager.save(checkpoint_number=step)
+    write_json(progress_path, {"step": step, "train_seconds": elapsed})
+
+  logging.info("Training %s/%s for %d steps (global batch %d, %d replicas, "
+               "%s, jit_compile=%s), starting at step %d", config.task,
+               config.preset, total_steps, global_batch,
+               strategy.num_replicas_in_sync, config.mixed_precision,
+               config.jit_compile, step)
+  start = time.time()
+  window_start, window_steps = time.time(), 0
+  sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
+  metrics = None
+  while step < total_steps:
+    loss, correct, tokens = train_step(iterator)
+    step += 1
+    window_steps += 1
+    sums["loss"] += float(loss)
+    sums["correct"] += float(correct)
+    sums["tokens"] += float(tokens)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      seconds = time.time() - window_start
+      rate = window_steps / max(seconds, 1e-9)
+      with train_writer.as_default(step=step):
+        tf.summary.scalar("loss", sums["loss"] / window_steps)
+        tf.summary.scalar("accuracy",
+                          sums["correct"] / (window_steps * global_batch))
+        tf.summary.scalar("learning_rate",
+                          float(optimizer.learning_rate))
+        tf.summary.scalar("steps_per_second", rate)
+        tf.summary.scalar("examples_per_second", rate * global_batch)
+        tf.summary.scalar("tokens_per_second", sums["tokens"] / seconds)
+      logging.info(
+          "step %d/%d loss %.4f acc %.4f lr %.2e | %.1f steps/s %.0f "
+          "tokens/s | ETA %s", step, total_steps, sums["loss"] / window_steps,
+          sums["correct"] / (window_steps * global_batch),
+          float(optimizer.learning_rate), rate, sums["tokens"] / seconds,
+          format_seconds((total_steps - step) / max(rate, 1e-9)))
+      window_start, window_steps = time.time(), 0
+      sums = dict.fromkeys(sums, 0.0)
+    if step % config.eval_every_steps == 0 or step == total_steps:
+      metrics = evaluate_and_keep_best(step)
+    if step % config.checkpoint_every_steps == 0 or step == total_steps:
+      save_checkpoint(step, elapsed_before + time.time() - start)
+  train_seconds = elapsed_before + time.time() - start
+  if metrics is None:  # already finished earlier: just report
+    metrics = evaluate_and_keep_best(step) if best is None else task.evaluate(
+        predict, eval_ds)
+  results = {"final": metrics, "best": best, "steps": step,
+             "train_seconds": train_seconds,
+             "num_replicas": strategy.num_replicas_in_sync}
+  write_json(os.path.join(work_dir, "results.json"), results)
+  train_writer.flush()
+  eval_writer.flush()
+  logging.info("Done: %d steps in %s; final dev %s %.4f, best %.4f at step %d",
+               step, format_seconds(train_seconds), task.primary_metric,
+               metrics[task.primary_metric], best[task.primary_metric],
+               best["step"])
+  return results

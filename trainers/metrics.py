@@ -1,0 +1,45 @@
+"""Classification metrics from predicted and true label ids (numpy)."""
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes):
+  """int64[C, C]: rows are true labels, columns predicted labels."""
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+  return matrix
+
+
+def classification_metrics(y_true, y_pred, labels):
+  """Accuracy; per-class and macro precision, recall, F1; confusion matrix.
+
+  For two classes, `precision`, `recall` and `f1` are those of the positive
+  class (label id 1), as GLUE reports F1; otherwise they are macro averages.
+  """
+  num_classes = len(labels)
+  matrix = confusion_matrix(y_true, y_pred, num_classes)
+  true_positive = np.diag(matrix).astype(np.float64)
+  predicted = matrix.sum(axis=0)
+  actual = matrix.sum(axis=1)
+  precision = np.divide(true_positive, predicted,
+                        out=np.zeros(num_classes), where=predicted > 0)
+  recall = np.divide(true_positive, actual, out=np.zeros(num_classes),
+                     where=actual > 0)
+  denominator = precision + recall
+  f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_classes),
+                 where=denominator > 0)
+  chosen = 1 if num_classes == 2 else slice(None)
+  return {
+      "examples": int(matrix.sum()),
+      "accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+      "precision": float(np.mean(precision[chosen])),
+      "recall": float(np.mean(recall[chosen])),
+      "f1": float(np.mean(f1[chosen])),
+      "per_class": {
+          label: {"precision": float(p), "recall": float(r), "f1": float(f),
+                  "support": int(n)}
+          for label, p, r, f, n in zip(labels, precision, recall, f1, actual)
+      },
+      "labels": list(labels),
+      "confusion_matrix": matrix.tolist(),
+  }

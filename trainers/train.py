@@ -1,0 +1,86 @@
+"""Train a zoo model: `python -m trainers.train --task=sst2 --preset=small --model_dir=DIR`.
+
+Thin absl entry point: flags -> TrainConfig -> trainers.loop.train_and_evaluate.
+Rerunning the same command resumes from the last checkpoint in --model_dir.
+`--flagfile=trainers/configs/<recipe>.flags` runs a published recipe.
+"""
+
+from absl import app, flags
+
+from trainers import config as config_lib
+from trainers.errors import run_reporting_user_errors
+from trainers.tasks import TASK_NAMES
+from zoo.presets import ENCODER_PRESETS
+
+_DEFAULTS = config_lib.TrainConfig()
+
+flags.DEFINE_enum("task", _DEFAULTS.task, TASK_NAMES, "Task to train.")
+flags.DEFINE_enum("preset", _DEFAULTS.preset, sorted(ENCODER_PRESETS),
+                  "Model size preset (zoo/presets.py).")
+flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries, "
+                    "config.json and the vocabulary. Rerun to resume.")
+flags.DEFINE_string("data_dir", "", "Folder with the task's data files "
+                    "(default: the bundled data/<task>).")
+flags.DEFINE_float("epochs", _DEFAULTS.epochs,
+                   "Passes over the training split (used when --train_steps=0).",
+                   lower_bound=0.0)
+flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps,
+                     "Total optimizer steps; 0 derives them from --epochs.",
+                     lower_bound=0)
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size,
+                     "Global batch size, split across replicas. Scale "
+                     "--learning_rate linearly when you scale this.",
+                     lower_bound=1)
+flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
+                   "Peak learning rate (AdamW).", lower_bound=0.0)
+flags.DEFINE_integer("warmup_steps", _DEFAULTS.warmup_steps,
+                     "Linear warmup steps before linear decay.", lower_bound=0)
+flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
+                   "AdamW weight decay.", lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing,
+                   "Cross-entropy label smoothing.", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
+flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision,
+                  config_lib.MIXED_PRECISION, "Keras dtype policy.")
+flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
+                  "XLA-compile the training step (exports never use XLA).")
+flags.DEFINE_enum("distribution_strategy", _DEFAULTS.distribution_strategy,
+                  config_lib.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_integer("num_gpus", _DEFAULTS.num_gpus,
+                     "GPUs for mirrored (0 = all visible).", lower_bound=0)
+flags.DEFINE_string("tpu", _DEFAULTS.tpu, "TPU name or address (tpu strategy).")
+flags.DEFINE_enum("collective", _DEFAULTS.collective, config_lib.COLLECTIVES,
+                  "Collective implementation for multi_worker_mirrored.")
+flags.DEFINE_integer("eval_every_steps", _DEFAULTS.eval_every_steps,
+                     "Evaluate on dev and keep the best checkpoint this often.",
+                     lower_bound=1)
+flags.DEFINE_integer("checkpoint_every_steps", _DEFAULTS.checkpoint_every_steps,
+                     "Save a resumable checkpoint this often.", lower_bound=1)
+flags.DEFINE_integer("log_every_steps", _DEFAULTS.log_every_steps,
+                     "Progress line and train summaries this often.",
+                     lower_bound=1)
+flags.DEFINE_integer("max_checkpoints", _DEFAULTS.max_checkpoints,
+                     "Recent checkpoints to keep.", lower_bound=1)
+flags.DEFINE_string("export_dir", "", "If set, export the best checkpoint as a "
+                    "versioned SavedModel under this base directory.")
+flags.mark_flag_as_required("model_dir")
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+  return config_lib.TrainConfig(**{
+      field: FLAGS[field].value
+      for field in config_lib.TrainConfig.__dataclass_fields__})
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from trainers.loop import train_and_evaluate  # heavy import after flag parsing
+  run_reporting_user_errors(train_and_evaluate, config_from_flags())
+
+
+if __name__ == "__main__":
+  app.run(main)

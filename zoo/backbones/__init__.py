@@ -1,0 +1,1 @@
+"""Backbones: token ids in, contextual hidden states out."""

@@ -1,0 +1,64 @@
+"""Bidirectional transformer encoder backbone (pre-LayerNorm, GELU).
+
+Token ids in, one hidden vector per position out; id 0 is padding and is masked
+out of every attention. Built from keras_hub's TokenAndPositionEmbedding and
+TransformerEncoder blocks; each block's attention head size is
+hidden_dim // num_heads.
+"""
+
+import keras
+import keras_hub
+from keras import ops
+
+from zoo.tokenizers.wordpiece import PAD_ID
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class EncoderBackbone(keras.Model):
+  """int[B, T] token ids -> float[B, T, D] sequence output."""
+
+  def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
+               num_heads, intermediate_dim, dropout=0.1, **kwargs):
+    super().__init__(**kwargs)
+    if hidden_dim % num_heads:
+      raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
+                       f"num_heads={num_heads}")
+    self.vocabulary_size = vocabulary_size
+    self.sequence_length = sequence_length
+    self.hidden_dim = hidden_dim
+    self.num_layers = num_layers
+    self.num_heads = num_heads
+    self.intermediate_dim = intermediate_dim
+    self.dropout = dropout
+    self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size=vocabulary_size, sequence_length=sequence_length,
+        embedding_dim=hidden_dim,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        name="embedding")
+    self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
+    self.blocks = [
+        keras_hub.layers.TransformerEncoder(
+            intermediate_dim=intermediate_dim, num_heads=num_heads,
+            dropout=dropout, activation="gelu", normalize_first=True,
+            name=f"block_{i}")
+        for i in range(num_layers)
+    ]
+    self.final_norm = keras.layers.LayerNormalization(
+        epsilon=1e-5, name="final_norm")
+
+  def call(self, token_ids, training=None):
+    padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
+    x = self.embedding(token_ids)  # [B, T, D]
+    x = self.embedding_dropout(x, training=training)
+    for block in self.blocks:
+      x = block(x, padding_mask=padding_mask, training=training)  # [B, T, D]
+    return self.final_norm(x)  # [B, T, D]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(vocabulary_size=self.vocabulary_size,
+                  sequence_length=self.sequence_length,
+                  hidden_dim=self.hidden_dim, num_layers=self.num_layers,
+                  num_heads=self.num_heads,
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+    return config

@@ -1,0 +1,44 @@
+"""Rebuild a zoo model and its tokenizer from a plain model-config dict.
+
+The trainer writes this dict to `model_dir/config.json` under "model"; export
+and evaluation call `build_tokenizer` and `build_model` with it, so they never
+need the trainer's flags. Keys:
+  family: "encoder"
+  task: the task name the model was trained for
+  preset: the preset name the architecture came from
+  architecture: the preset dict, with vocabulary_size set to the real vocabulary
+  labels: class names in id order (classifiers)
+  vocabulary_file: path relative to the model_dir (or absolute)
+"""
+
+import os
+
+from zoo.tasks.text_classifier import build_text_classifier
+from zoo.tokenizers.wordpiece import WordPieceTokenizer
+
+FAMILIES = ("encoder",)
+
+
+def vocabulary_path(model_config, model_dir):
+  path = model_config["vocabulary_file"]
+  return path if os.path.isabs(path) else os.path.join(model_dir, path)
+
+
+def build_tokenizer(model_config, model_dir):
+  """The in-graph tokenizer layer of the model described by model_config."""
+  family = model_config["family"]
+  if family == "encoder":
+    return WordPieceTokenizer(
+        vocabulary_path(model_config, model_dir),
+        sequence_length=model_config["architecture"]["sequence_length"],
+        name="tokenizer")
+  raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
+
+
+def build_model(model_config):
+  """The (unbuilt) Keras model described by model_config."""
+  family = model_config["family"]
+  if family == "encoder":
+    return build_text_classifier(model_config["architecture"],
+                                 num_classes=len(model_config["labels"]))
+  raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")

@@ -1,0 +1,31 @@
+"""Model presets: plain dicts of architecture hyper-parameters, per family.
+
+A preset names a model size; the trainer merges it with the task's choices
+(vocabulary size, number of classes) and writes the result to config.json.
+"""
+
+ENCODER_PRESETS = {
+    # For tests and smoke runs: trains in seconds.
+    "tiny": dict(vocabulary_size=1000, sequence_length=32, hidden_dim=32,
+                 num_layers=1, num_heads=2, intermediate_dim=64, dropout=0.1,
+                 pooling="mean"),
+    # The SST-2 recipe: trains from scratch in minutes on 2 CPU cores.
+    "small": dict(vocabulary_size=8000, sequence_length=64, hidden_dim=128,
+                  num_layers=2, num_heads=4, intermediate_dim=256, dropout=0.2,
+                  pooling="mean"),
+    # BERT-Mini-sized; wants a GPU or a long CPU run.
+    "base": dict(vocabulary_size=16000, sequence_length=128, hidden_dim=256,
+                 num_layers=4, num_heads=4, intermediate_dim=1024, dropout=0.1,
+                 pooling="mean"),
+}
+
+PRESETS = {"encoder": ENCODER_PRESETS}
+
+
+def get_preset(family, name):
+  """Returns a copy of preset `name` of `family`; ValueError names the choices."""
+  presets = PRESETS[family]
+  if name not in presets:
+    raise ValueError(
+        f"Unknown {family} preset {name!r}; choose one of {sorted(presets)}")
+  return dict(presets[name])

@@ -1,0 +1,1 @@
+"""Task models: a backbone plus a task head."""

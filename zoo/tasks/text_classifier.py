@@ -1,0 +1,76 @@
+"""Text classifier: encoder backbone + pooled classification head.
+
+Token ids in, logits out (float32 even under mixed precision). `encode` exposes
+the pooled and per-token features with their mask for use as a feature
+extractor. Tokenization is separate (zoo.tokenizers) so training runs on ids
+and exports put the tokenizer in front.
+"""
+
+import keras
+from keras import ops
+
+from zoo.backbones.encoder import EncoderBackbone
+from zoo.tokenizers.wordpiece import PAD_ID
+
+POOLINGS = ("mean", "cls")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TextClassifier(keras.Model):
+  """int[B, T] token ids -> float32[B, num_classes] logits."""
+
+  def __init__(self, backbone, num_classes, pooling="mean", dropout=0.1,
+               **kwargs):
+    super().__init__(**kwargs)
+    if pooling not in POOLINGS:
+      raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    self.backbone = backbone
+    self.num_classes = num_classes
+    self.pooling = pooling
+    self.dropout = dropout
+    self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
+    self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
+
+  def encode(self, token_ids, training=None):
+    """Returns pooled float[B, D], sequence float[B, T, D], mask int32[B, T]."""
+    sequence = self.backbone(token_ids, training=training)  # [B, T, D]
+    mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "int32")  # [B, T]
+    if self.pooling == "cls":
+      pooled = sequence[:, 0, :]  # [B, D]
+    else:
+      weights = ops.cast(mask, sequence.dtype)[:, :, None]  # [B, T, 1]
+      total = ops.sum(sequence * weights, axis=1)  # [B, D]
+      count = ops.maximum(ops.sum(weights, axis=1), 1.0)  # [B, 1]
+      pooled = total / count  # [B, D]
+    return {"pooled": pooled, "sequence": sequence, "mask": mask}
+
+  def call(self, token_ids, training=None):
+    pooled = self.encode(token_ids, training=training)["pooled"]  # [B, D]
+    pooled = self.head_dropout(pooled, training=training)
+    return self.head(pooled)  # [B, C] float32
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(backbone=keras.saving.serialize_keras_object(self.backbone),
+                  num_classes=self.num_classes, pooling=self.pooling,
+                  dropout=self.dropout)
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+    return cls(**config)
+
+
+def build_text_classifier(preset, num_classes):
+  """Builds an (unbuilt) classifier from a preset dict (see zoo.presets)."""
+  backbone = EncoderBackbone(
+      vocabulary_size=preset["vocabulary_size"],
+      sequence_length=preset["sequence_length"],
+      hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
+      num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
+      dropout=preset["dropout"], name="backbone")
+  return TextClassifier(backbone, num_classes=num_classes,
+                        pooling=preset.get("pooling", "mean"),
+                        dropout=preset["dropout"], name="text_classifier")

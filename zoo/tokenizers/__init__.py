@@ -1,0 +1,1 @@
+"""In-graph tokenizers: Keras layers built on tensorflow-text ops."""
