@@ -29,9 +29,11 @@ def classification_metrics(y_true, y_pred, labels):
   f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_classes),
                  where=denominator > 0)
   chosen = 1 if num_classes == 2 else slice(None)
+  low, high = bootstrap_interval(np.equal(y_true, y_pred))
   return {
       "examples": int(matrix.sum()),
       "accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+      "accuracy_ci95": [low, high],
       "precision": float(np.mean(precision[chosen])),
       "recall": float(np.mean(recall[chosen])),
       "f1": float(np.mean(f1[chosen])),
@@ -43,3 +45,13 @@ def classification_metrics(y_true, y_pred, labels):
       "labels": list(labels),
       "confusion_matrix": matrix.tolist(),
   }
+
+
+def bootstrap_interval(correct, num_samples=1000, confidence=0.95, seed=0):
+  """Percentile bootstrap CI of the mean of a 0/1 vector: (low, high)."""
+  correct = np.asarray(correct, np.float64)
+  rng = np.random.default_rng(seed)
+  indices = rng.integers(0, len(correct), size=(num_samples, len(correct)))
+  means = correct[indices].mean(axis=1)
+  tail = (1.0 - confidence) / 2.0 * 100.0
+  return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

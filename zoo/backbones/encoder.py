@@ -18,7 +18,8 @@ class EncoderBackbone(keras.Model):
   """int[B, T] token ids -> float[B, T, D] sequence output."""
 
   def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
-               num_heads, intermediate_dim, dropout=0.1, **kwargs):
+               num_heads, intermediate_dim, dropout=0.1, token_dropout=0.0,
+               **kwargs):
     super().__init__(**kwargs)
     if hidden_dim % num_heads:
       raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
@@ -30,25 +31,33 @@ class EncoderBackbone(keras.Model):
     self.num_heads = num_heads
     self.intermediate_dim = intermediate_dim
     self.dropout = dropout
+    self.token_dropout = token_dropout
     self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=vocabulary_size, sequence_length=sequence_length,
         embedding_dim=hidden_dim,
         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
         name="embedding")
+    # Word dropout: zeroes whole token vectors (a regulariser for small data).
+    self.token_dropout_layer = keras.layers.Dropout(
+        token_dropout, noise_shape=(None, None, 1), name="token_dropout")
     self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
-    self.blocks = [
-        keras_hub.layers.TransformerEncoder(
-            intermediate_dim=intermediate_dim, num_heads=num_heads,
-            dropout=dropout, activation="gelu", normalize_first=True,
-            name=f"block_{i}")
-        for i in range(num_layers)
-    ]
+    # One attribute per block (not a list): TF checkpoints track attributes.
+    for i in range(num_layers):
+      setattr(self, f"block_{i}", keras_hub.layers.TransformerEncoder(
+          intermediate_dim=intermediate_dim, num_heads=num_heads,
+          dropout=dropout, activation="gelu", normalize_first=True,
+          name=f"block_{i}"))
     self.final_norm = keras.layers.LayerNormalization(
         epsilon=1e-5, name="final_norm")
+
+  @property
+  def blocks(self):
+    return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
 
   def call(self, token_ids, training=None):
     padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
     x = self.embedding(token_ids)  # [B, T, D]
+    x = self.token_dropout_layer(x, training=training)
     x = self.embedding_dropout(x, training=training)
     for block in self.blocks:
       x = block(x, padding_mask=padding_mask, training=training)  # [B, T, D]
@@ -60,5 +69,6 @@ class EncoderBackbone(keras.Model):
                   sequence_length=self.sequence_length,
                   hidden_dim=self.hidden_dim, num_layers=self.num_layers,
                   num_heads=self.num_heads,
-                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+                  token_dropout=self.token_dropout)
     return config

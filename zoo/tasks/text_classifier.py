@@ -70,7 +70,8 @@ def build_text_classifier(preset, num_classes):
       sequence_length=preset["sequence_length"],
       hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
       num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
-      dropout=preset["dropout"], name="backbone")
+      dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
+      name="backbone")
   return TextClassifier(backbone, num_classes=num_classes,
                         pooling=preset.get("pooling", "mean"),
                         dropout=preset["dropout"], name="text_classifier")

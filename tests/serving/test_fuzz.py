@@ -1,0 +1,167 @@
+"""1100 malformed requests over gRPC and HTTP: each gets an error, the server keeps serving."""
+
+import base64
+import json
+import random
+
+import grpc
+import numpy as np
+import requests
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from tests.serving.conftest import channel
+from tests.serving.conftest import predict_request
+from tests.serving.conftest import rest_url
+
+_METHODS = ("Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata")
+
+
+def _random_tensor(rng):
+  """A TensorProto that cannot be a valid `text` input (string[-1])."""
+  t = tensor_pb2.TensorProto()
+  kind = rng.randrange(6)
+  if kind == 0:  # Wrong dtype, plausible values.
+    t.dtype = rng.choice([types_pb2.DT_FLOAT, types_pb2.DT_INT32, types_pb2.DT_INT64,
+                          types_pb2.DT_BOOL, types_pb2.DT_DOUBLE, 77, 999])
+    t.tensor_shape.dim.add().size = rng.randrange(0, 5)
+    t.float_val.extend([rng.random() for _ in range(rng.randrange(4))])
+  elif kind == 1:  # Wrong rank.
+    t.dtype = types_pb2.DT_STRING
+    for _ in range(rng.choice([0, 2, 3])):
+      t.tensor_shape.dim.add().size = rng.randrange(1, 3)
+    t.string_val.extend([b"x"] * 2)
+  elif kind == 2:  # Negative or absurd dimensions.
+    t.dtype = types_pb2.DT_STRING
+    t.tensor_shape.dim.add().size = rng.choice([-1, -7, 2**40, 2**62])
+    t.string_val.append(b"x")
+  elif kind == 3:  # tensor_content whose size does not match.
+    t.dtype = types_pb2.DT_FLOAT
+    t.tensor_shape.dim.add().size = 3
+    t.tensor_content = rng.randbytes(rng.choice([1, 5, 13]))
+  elif kind == 4:  # Unknown rank with a wrong dtype.
+    t.dtype = types_pb2.DT_HALF
+    t.tensor_shape.unknown_rank = True
+  else:  # Value of another type only.
+    t.dtype = types_pb2.DT_INT64
+    t.tensor_shape.dim.add().size = 1
+    t.int64_val.append(rng.randrange(-2**63, 2**63))
+  return t
+
+
+def _grpc_cases(rng, n):
+  cases = []
+  for i in range(n):
+    kind = i % 4
+    if kind == 0:  # Random bytes as the serialized request of a random method.
+      cases.append((rng.choice(_METHODS), rng.randbytes(rng.randrange(0, 200))))
+    elif kind == 1:  # A valid model but a malformed tensor.
+      request = predict_request(texts=None)
+      request.inputs["text"].CopyFrom(_random_tensor(rng))
+      cases.append(("Predict", request.SerializeToString()))
+    elif kind == 2:  # Wrong / extra / missing input names, unknown signature or model.
+      request = predict_request(texts=None if rng.random() < 0.3 else [b"a"],
+                                name=rng.choice(["m", "m", "zz", ""]),
+                                signature=rng.choice(["", "nope", "two_inputs"]))
+      if rng.random() < 0.7:
+        request.inputs[rng.choice(["bogus", "Text", "n"])].CopyFrom(
+            tf.make_tensor_proto([1.0]))
+      if request.model_spec.name == "m" and request.model_spec.signature_name == "" \
+          and list(request.inputs) == ["text"]:
+        request.model_spec.version.value = 99  # Otherwise it would be a valid request.
+      cases.append(("Predict", request.SerializeToString()))
+    else:  # Invalid UTF-8 in string fields of the proto itself (model name).
+      raw = predict_request().SerializeToString()
+      cases.append(("Predict", raw.replace(b"\n\x01m", b"\n\x02\xff\xfe", 1)))
+  return cases
+
+
+def _http_cases(rng, n):
+  good_b64 = base64.b64encode(b"hello").decode()
+  templates = [
+      lambda: rng.randbytes(rng.randrange(1, 100)),
+      lambda: json.dumps({"instances": ["ok"]}).encode()[:rng.randrange(1, 18)],
+      lambda: json.dumps({"instances": [{"b64": good_b64[:rng.randrange(1, 7)] + "!"}]}).encode(),
+      lambda: json.dumps({"inputs": [rng.random()]}).encode(),
+      lambda: json.dumps({"instances": [[rng.randrange(5)] * rng.randrange(1, 3)]}).encode(),
+      lambda: json.dumps({"instances": rng.choice([{}, 3, "x", None, []])}).encode(),
+      lambda: b'{"instances": ["' + rng.randbytes(4).replace(b'"', b"") + b'\xff"]}',
+      lambda: ("[" * rng.randrange(50, 3000) + "]" * 10).encode(),
+      lambda: json.dumps({"signature_name": rng.choice([1, None, [], "zz"]),
+                          "instances": ["x"]}).encode(),
+      lambda: json.dumps({"signature_name": "two_inputs",
+                          "instances": [{"a": [1, 2, 3], "b": rng.choice([1.5, "1", None])}]}).encode(),
+      lambda: json.dumps({"instances": ["x"], "inputs": ["y"]}).encode(),
+      lambda: b"x" * (300 * 1024),
+  ]
+  paths = ["/v1/models/m:predict"] * 6 + [
+      "/v1/models/m:classify", "/v1/models/m:regress", "/v1/models/zz:predict",
+      "/v1/models/m/versions/99999999999999999999:predict", "/v1/models/m:explode",
+      "/v1/models/m/labels/%ff:predict"]
+  cases = []
+  for i in range(n):
+    path = paths[i % len(paths)]
+    body = templates[rng.randrange(len(templates))]()
+    if path == "/v1/models/m:predict" and body.startswith(b"{\"inputs\": [0."):
+      body = body.replace(b"inputs", b"inptus")
+    cases.append((path, body))
+  return cases
+
+
+def _assert_serves(stub):
+  response = stub.Predict(predict_request(texts=[b"still fine"]), timeout=30)
+  assert list(tf.make_ndarray(response.outputs["label"])) == [b"positive"]
+
+
+def test_malformed_requests_all_fail_cleanly(tf2_server):
+  rng = random.Random(1234)
+  with channel(tf2_server) as ch:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+    _assert_serves(stub)
+    grpc_errors = 0
+    for i, (method, payload) in enumerate(_grpc_cases(rng, 600)):
+      call = ch.unary_unary(f"/tensorflow.serving.PredictionService/{method}")
+      try:
+        call(payload, timeout=30)
+      except grpc.RpcError as e:
+        assert e.code() != grpc.StatusCode.OK
+        assert e.code() not in (grpc.StatusCode.UNKNOWN,) or method != "Predict", e.details()
+        grpc_errors += 1
+      else:
+        raise AssertionError(f"case {i} ({method}) succeeded: {payload[:80]!r}")
+      if i % 100 == 0:
+        _assert_serves(stub)
+    assert grpc_errors == 600
+
+    url = rest_url(tf2_server)
+    session = requests.Session()
+    for i, (path, body) in enumerate(_http_cases(rng, 500)):
+      r = session.post(url + path, data=body, timeout=30)
+      assert 400 <= r.status_code < 600, (i, path, body[:80], r.text[:200])
+      assert r.status_code != 500, (i, path, body[:80], r.text[:200])
+      assert "error" in r.json()
+      if i % 100 == 0:
+        _assert_serves(stub)
+    _assert_serves(stub)
+    r = session.post(url + "/v1/models/m:predict", json={"instances": ["still fine"]}, timeout=30)
+    assert r.json()["predictions"][0]["label"] == "positive"
+    # Random TensorProto bytes inside an otherwise valid request.
+    for _ in range(20):
+      request = predict_request(texts=None)
+      try:
+        request.inputs["text"].ParseFromString(rng.randbytes(rng.randrange(1, 60)))
+      except Exception:  # pylint: disable=broad-except
+        continue
+      if request.inputs["text"].dtype == types_pb2.DT_STRING:
+        continue
+      try:
+        stub.Predict(request, timeout=30)
+      except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+      else:
+        raise AssertionError("a wrong-dtype tensor was accepted")
+    _assert_serves(stub)
+    np.testing.assert_equal(tf2_server.manager.all_models_available(), True)
