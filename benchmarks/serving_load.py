@@ -1,0 +1,287 @@
+"""Load benchmark for serving/: batching on vs off, gRPC vs in-process, latency sweep.
+
+Starts `python -m serving.server` as a subprocess on 127.0.0.1 (so client threads
+and the server do not share a GIL) and measures, in one run:
+
+  1. 32 concurrent clients sending one sentence each: throughput with
+     --enable_batching vs without (ratio = batching on / off).
+  2. gRPC Predict with a batch of 32 sentences vs calling the same signature
+     in-process through tf.saved_model.load (ratio = gRPC / in-process latency).
+  3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
+
+Writes benchmarks/results/serving_load.json and, with matplotlib, a PNG.
+
+  python benchmarks/serving_load.py --saved_model_dir=/path/to/export/1
+"""
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+try:  # The exports' tokenizers are tensorflow-text ops.
+  import tensorflow_text  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+  pass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+flags.DEFINE_string("saved_model_dir", None, "A SavedModel version directory to serve.")
+flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
+flags.DEFINE_string("input_key", None, "String input of the signature (default: its only input).")
+flags.DEFINE_float("seconds", 5.0, "Measuring time per load point.")
+flags.DEFINE_integer("clients", 32, "Concurrent clients for the batching comparison.")
+flags.DEFINE_list("concurrency", ["1", "2", "4", "8", "16", "32"], "Concurrency sweep.")
+flags.DEFINE_integer("max_batch_size", 32, "BatchingParameters.max_batch_size.")
+flags.DEFINE_integer("batch_timeout_micros", 2000, "BatchingParameters.batch_timeout_micros.")
+flags.DEFINE_integer("num_batch_threads", 2, "BatchingParameters.num_batch_threads.")
+flags.DEFINE_string("output", os.path.join(ROOT, "benchmarks", "results", "serving_load.json"),
+                    "Where to write the JSON results (a PNG goes next to it).")
+
+SENTENCES = [
+    "a gripping, beautifully shot film", "dull and far too long", "I loved every minute",
+    "the plot makes no sense at all", "an instant classic", "not worth the ticket",
+    "surprisingly funny and warm", "the acting is wooden", "a masterpiece of tension",
+    "boring", "charming performances all round", "I want my two hours back",
+]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class ServerProcess:
+  """python -m serving.server on a free 127.0.0.1 port, serving model 'bench'."""
+
+  def __init__(self, base_path, batching, workdir):
+    self.port = _free_port()
+    args = [sys.executable, "-m", "serving.server", f"--port={self.port}",
+            "--host=127.0.0.1", "--model_name=bench", f"--model_base_path={base_path}",
+            "--file_system_poll_wait_seconds=0"]
+    if batching:
+      params = os.path.join(workdir, "batching.config")
+      with open(params, "w", encoding="utf-8") as f:
+        f.write(f"max_batch_size {{ value: {FLAGS.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
+                f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
+                "max_enqueued_batches { value: 1000 }\n")
+      args += ["--enable_batching", f"--batching_parameters_file={params}"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    self._log = open(os.path.join(workdir, f"server-{self.port}.log"), "wb")
+    self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                 env=env, cwd=ROOT)
+    self.target = f"127.0.0.1:{self.port}"
+    self._wait_ready()
+
+  def _wait_ready(self, timeout=300):
+    end = time.monotonic() + timeout
+    with grpc.insecure_channel(self.target) as ch:
+      health = health_pb2_grpc.HealthStub(ch)
+      while time.monotonic() < end:
+        if self.proc.poll() is not None:
+          raise RuntimeError(f"server exited with {self.proc.returncode}")
+        try:
+          if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
+            return
+        except grpc.RpcError:
+          pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+  def stop(self):
+    self.proc.terminate()
+    try:
+      self.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait()
+    self._log.close()
+
+
+def _request(texts, input_key):
+  request = predict_pb2.PredictRequest(
+      model_spec=model_pb2.ModelSpec(name="bench", signature_name=FLAGS.signature_name))
+  request.inputs[input_key].CopyFrom(tf.make_tensor_proto(
+      [t.encode("utf-8") for t in texts], dtype=tf.string))
+  return request
+
+
+def run_load(target, concurrency, seconds, input_key):
+  """Closed-loop load: `concurrency` clients, one sentence per request."""
+  latencies = [[] for _ in range(concurrency)]
+  errors = [0]
+  start_barrier = threading.Barrier(concurrency + 1)
+  stop_at = [0.0]
+
+  def client(i):
+    with grpc.insecure_channel(target) as ch:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+      requests = [_request([SENTENCES[(i + k) % len(SENTENCES)]], input_key) for k in range(8)]
+      stub.Predict(requests[0], timeout=60)  # Connect before the clock starts.
+      start_barrier.wait()
+      k = 0
+      while time.monotonic() < stop_at[0]:
+        t0 = time.perf_counter()
+        try:
+          stub.Predict(requests[k % 8], timeout=60)
+        except grpc.RpcError:
+          errors[0] += 1
+          continue
+        latencies[i].append(time.perf_counter() - t0)
+        k += 1
+
+  threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+  for t in threads:
+    t.start()
+  stop_at[0] = time.monotonic() + seconds + 3600
+  start_barrier.wait()
+  begin = time.monotonic()
+  stop_at[0] = begin + seconds
+  for t in threads:
+    t.join()
+  elapsed = time.monotonic() - begin
+  flat = np.array([x for per in latencies for x in per])
+  return {
+      "concurrency": concurrency,
+      "requests": int(flat.size),
+      "errors": errors[0],
+      "throughput_rps": float(flat.size / elapsed),
+      "p50_ms": float(np.percentile(flat, 50) * 1000) if flat.size else None,
+      "p99_ms": float(np.percentile(flat, 99) * 1000) if flat.size else None,
+  }
+
+
+def _timed(fn, seconds):
+  fn()  # Warm up.
+  times = []
+  end = time.monotonic() + seconds
+  while time.monotonic() < end or len(times) < 5:
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return np.array(times)
+
+
+def grpc_vs_in_process(target, input_key, seconds):
+  batch = [SENTENCES[i % len(SENTENCES)] for i in range(32)]
+  with grpc.insecure_channel(target) as ch:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+    request = _request(batch, input_key)
+    grpc_times = _timed(lambda: stub.Predict(request, timeout=60), seconds)
+  loaded = tf.saved_model.load(FLAGS.saved_model_dir)
+  fn = loaded.signatures[FLAGS.signature_name]
+  text = tf.constant(batch)
+  local_times = _timed(lambda: fn(**{input_key: text}), seconds)
+  grpc_ms = float(np.median(grpc_times) * 1000)
+  local_ms = float(np.median(local_times) * 1000)
+  return {"batch_size": 32, "grpc_predict_p50_ms": grpc_ms, "in_process_p50_ms": local_ms,
+          "grpc_over_in_process": grpc_ms / local_ms}
+
+
+def _input_key():
+  if FLAGS.input_key:
+    return FLAGS.input_key
+  loaded = tf.saved_model.load(FLAGS.saved_model_dir)
+  _, kwargs = loaded.signatures[FLAGS.signature_name].structured_input_signature
+  if len(kwargs) != 1:
+    raise app.UsageError(f"signature has inputs {sorted(kwargs)}; pass --input_key")
+  return next(iter(kwargs))
+
+
+def _plot(results, path):
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  for mode in ("batching_off", "batching_on"):
+    sweep = results["sweep"][mode]
+    c = [p["concurrency"] for p in sweep]
+    ax1.plot(c, [p["p50_ms"] for p in sweep], marker="o", label=f"{mode} p50")
+    ax1.plot(c, [p["p99_ms"] for p in sweep], marker="x", linestyle="--", label=f"{mode} p99")
+    ax2.plot(c, [p["throughput_rps"] for p in sweep], marker="o", label=mode)
+  for ax, ylabel in ((ax1, "latency (ms)"), (ax2, "requests / s")):
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients (1 sentence each)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+  fig.suptitle("serving/ gRPC Predict load (batching on vs off)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def main(argv):
+  del argv
+  if not FLAGS.saved_model_dir:
+    raise app.UsageError("--saved_model_dir is required")
+  saved_model_dir = os.path.abspath(FLAGS.saved_model_dir)
+  input_key = _input_key()
+  workdir = tempfile.mkdtemp(prefix="serving_load_")
+  base = os.path.join(workdir, "bench")
+  os.makedirs(base)
+  os.symlink(saved_model_dir, os.path.join(base, "1"))
+  concurrency = [int(c) for c in FLAGS.concurrency]
+  results = {
+      "benchmark": "serving_load",
+      "saved_model_dir": saved_model_dir,
+      "signature_name": FLAGS.signature_name,
+      "seconds_per_point": FLAGS.seconds,
+      "batching_parameters": {"max_batch_size": FLAGS.max_batch_size,
+                              "batch_timeout_micros": FLAGS.batch_timeout_micros,
+                              "num_batch_threads": FLAGS.num_batch_threads},
+      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                  "tensorflow": tf.__version__},
+      "sweep": {},
+  }
+  try:
+    for mode, batching in (("batching_off", False), ("batching_on", True)):
+      server = ServerProcess(base, batching, workdir)
+      try:
+        results[f"clients_{FLAGS.clients}_{mode}"] = run_load(
+            server.target, FLAGS.clients, FLAGS.seconds, input_key)
+        results["sweep"][mode] = [run_load(server.target, c, FLAGS.seconds, input_key)
+                                  for c in concurrency]
+        if not batching:
+          results["grpc_vs_in_process"] = grpc_vs_in_process(
+              server.target, input_key, FLAGS.seconds)
+      finally:
+        server.stop()
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+  on = results[f"clients_{FLAGS.clients}_batching_on"]["throughput_rps"]
+  off = results[f"clients_{FLAGS.clients}_batching_off"]["throughput_rps"]
+  results["batching_throughput_ratio"] = on / off
+  os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+  png = _plot(results, os.path.splitext(FLAGS.output)[0] + ".png")
+  results["plot"] = os.path.basename(png) if png else None
+  with open(FLAGS.output, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2)
+  print(json.dumps({k: v for k, v in results.items() if k != "sweep"}, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

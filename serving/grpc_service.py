@@ -1,0 +1,140 @@
+"""The gRPC side: PredictionService and ModelService servicers, health and reflection.
+
+Servicers translate `ServingError` into gRPC status codes with TF Serving's
+messages; the request deadline is passed down so a Session run (or a wait in the
+batch queue) stops when the client stops waiting.
+"""
+
+import concurrent.futures
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health
+from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tensorflow_serving.apis import model_management_pb2
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import model_service_pb2
+from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import errors
+
+log = logging.getLogger("serving.grpc")
+
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+
+
+def _deadline(context):
+  remaining = context.time_remaining()
+  if remaining is None or remaining > 1e7:
+    return None
+  return time.monotonic() + remaining
+
+
+def _serve(context, fn):
+  try:
+    return fn()
+  except errors.ServingError as e:
+    context.abort(e.code, e.message)
+  except Exception as e:  # pylint: disable=broad-except
+    log.exception("internal error")
+    context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """tensorflow.serving.PredictionService over a PredictionApi."""
+
+  def __init__(self, api):
+    self._api = api
+
+  def Predict(self, request, context):
+    return _serve(context, lambda: self._api.predict(request, "GRPC", _deadline(context)))
+
+  def Classify(self, request, context):
+    return _serve(context, lambda: self._api.classify(request, "GRPC", _deadline(context)))
+
+  def Regress(self, request, context):
+    return _serve(context, lambda: self._api.regress(request, "GRPC", _deadline(context)))
+
+  def MultiInference(self, request, context):
+    return _serve(context,
+                  lambda: self._api.multi_inference(request, "GRPC", _deadline(context)))
+
+  def GetModelMetadata(self, request, context):
+    return _serve(context, lambda: self._api.model_metadata(request, "GRPC"))
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+  """tensorflow.serving.ModelService over a ModelManager."""
+
+  def __init__(self, manager):
+    self._manager = manager
+
+  def GetModelStatus(self, request, context):
+    def run():
+      if not request.HasField("model_spec"):
+        raise errors.invalid_argument("Missing ModelSpec")
+      return self._manager.model_status(request.model_spec)
+    return _serve(context, run)
+
+  def HandleReloadConfigRequest(self, request, context):
+    def run():
+      self._manager.reload_config(request.config)
+      response = model_management_pb2.ReloadConfigResponse()
+      response.status.error_code = 0
+      for name in request.metric_names:  # No TF-internal metrics to diff here.
+        metric = response.metric.add()
+        metric.name = name
+      return response
+    return _serve(context, run)
+
+
+def build_server(api, manager, host, port, max_workers, channel_options=()):
+  """(grpc.Server not yet started, bound port, HealthServicer)."""
+  server = grpc.server(
+      concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc"),
+      options=list(channel_options))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      PredictionServicer(api), server)
+  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+  health_servicer = health.HealthServicer(experimental_non_blocking=True)
+  health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+  reflection.enable_server_reflection(
+      (PREDICTION_SERVICE, MODEL_SERVICE,
+       health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+       reflection.SERVICE_NAME), server)
+  bound = server.add_insecure_port(f"{_host_for_grpc(host)}:{port}")
+  if not bound:
+    raise OSError(f"cannot bind gRPC port {host}:{port}")
+  return server, bound, health_servicer
+
+
+def _host_for_grpc(host):
+  return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def update_health(health_servicer, manager):
+  """SERVING for '' and the services once every model has an available version;
+  per-model entries (service name = model name) say which models are ready."""
+  serving = health_pb2.HealthCheckResponse.SERVING
+  not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+  overall = serving if manager.all_models_available() else not_serving
+  for service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
+    health_servicer.set(service, overall)
+  for name in manager.model_names():
+    ready = _model_ready(manager, name)
+    health_servicer.set(name, serving if ready else not_serving)
+
+
+def _model_ready(manager, name):
+  try:
+    with manager.get_handle(model_pb2.ModelSpec(name=name)):
+      return True
+  except errors.ServingError:
+    return False

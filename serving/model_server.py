@@ -1,0 +1,186 @@
+"""Assembles the server: model manager, gRPC services, REST API, metrics.
+
+`ModelServer(ServerOptions(...)).start()` serves until `stop()`; the absl entry
+point (`serving/server.py`) only turns flags into `ServerOptions`.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+
+import tensorflow as tf
+
+from serving import config as config_lib
+from serving import grpc_service
+from serving import inference
+from serving import metrics as metrics_lib
+from serving import model_manager
+from serving import rest_api
+from serving import warmup
+
+log = logging.getLogger("serving.server")
+INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass
+class ServerOptions:
+  """What tensorflow_model_server's flags configure (same names where they exist)."""
+  port: int = 8500
+  rest_api_port: int = 0
+  host: str = "127.0.0.1"
+  model_name: str = "default"
+  model_base_path: str = ""
+  model_config_file: str = ""
+  model_config_file_poll_wait_seconds: int = 0
+  file_system_poll_wait_seconds: float = 1
+  enable_batching: bool = False
+  batching_parameters_file: str = ""
+  enable_model_warmup: bool = True
+  num_request_iterations_for_warmup: int = 1
+  monitoring_config_file: str = ""
+  grpc_max_message_size: int = INT32_MAX
+  grpc_channel_arguments: str = ""
+  grpc_max_threads: int = 64
+  rest_api_num_threads: int = 64
+  rest_api_timeout_in_ms: int = 30000
+  saved_model_tags: str = "serve"
+  num_load_threads: int = 1
+  max_num_load_retries: int = 5
+  load_retry_interval_micros: int = 60 * 1000 * 1000
+  tensorflow_intra_op_parallelism: int = 0
+  tensorflow_inter_op_parallelism: int = 0
+  allow_version_labels_for_unavailable_models: bool = False
+  enable_serialization_as_tensor_content: bool = False
+
+
+def parse_channel_arguments(text):
+  """'key=value,key=value' (TF Serving's --grpc_channel_arguments) -> option tuples."""
+  options = []
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise config_lib.ConfigError(f"bad --grpc_channel_arguments entry {item!r}")
+    options.append((key.strip(), int(value) if value.strip().lstrip("-").isdigit()
+                    else value.strip()))
+  return options
+
+
+def build_server_config(options):
+  if options.model_config_file:
+    return config_lib.read_model_server_config(options.model_config_file)
+  if not options.model_base_path:
+    raise config_lib.ConfigError(
+        "Both --model_base_path and --model_config_file are empty; set one of them")
+  return config_lib.single_model_config(options.model_name, options.model_base_path)
+
+
+class ModelServer:
+  """A running server. Ports are known after `start()` (0 picks a free one)."""
+
+  def __init__(self, options):
+    if options.batching_parameters_file and not options.enable_batching:
+      raise config_lib.ConfigError(
+          "--batching_parameters_file is set without setting --enable_batching to true.")
+    self.options = options
+    self.metrics = metrics_lib.Metrics()
+    self.metrics_path = config_lib.read_prometheus_path(options.monitoring_config_file)
+    batching = (config_lib.read_batching_options(options.batching_parameters_file)
+                if options.enable_batching else None)
+    session_config = None
+    if options.tensorflow_intra_op_parallelism or options.tensorflow_inter_op_parallelism:
+      session_config = tf.compat.v1.ConfigProto(
+          intra_op_parallelism_threads=options.tensorflow_intra_op_parallelism,
+          inter_op_parallelism_threads=options.tensorflow_inter_op_parallelism)
+    manager_options = model_manager.ManagerOptions(
+        file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+        saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
+        num_load_threads=options.num_load_threads,
+        max_num_load_retries=options.max_num_load_retries,
+        load_retry_interval_seconds=max(0, options.load_retry_interval_micros) / 1e6,
+        enable_model_warmup=options.enable_model_warmup,
+        batching=batching,
+        session_config=session_config,
+        allow_version_labels_for_unavailable_models=(
+            options.allow_version_labels_for_unavailable_models))
+    iterations = max(1, options.num_request_iterations_for_warmup)
+    self.manager = model_manager.ModelManager(
+        build_server_config(options), manager_options,
+        warmup_fn=lambda s: warmup.run_warmup(s, iterations), metrics=self.metrics)
+    self.api = inference.PredictionApi(
+        self.manager, self.metrics, options.enable_serialization_as_tensor_content)
+    channel_options = [
+        ("grpc.max_receive_message_length", options.grpc_max_message_size),
+        ("grpc.max_send_message_length", options.grpc_max_message_size),
+    ] + parse_channel_arguments(options.grpc_channel_arguments)
+    self._grpc_server, self.grpc_port, self._health = grpc_service.build_server(
+        self.api, self.manager, options.host, options.port, options.grpc_max_threads,
+        channel_options)
+    self._rest = None
+    self.rest_port = None
+    self._config_poll_stop = threading.Event()
+    self._config_poll_thread = None
+    self._stopped = threading.Event()
+
+  def start(self):
+    self.manager.add_listener(self._on_models_changed)
+    self._on_models_changed()
+    self.manager.start()
+    self._grpc_server.start()
+    log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.grpc_port)
+    if self.options.rest_api_port:
+      handler = rest_api.RestHandler(self.api, self.manager, self.options.rest_api_timeout_in_ms)
+      self._rest = rest_api.RestServer(
+          handler, self.options.host, self._rest_port_to_bind(), self.metrics,
+          self.metrics_path, max_body_bytes=self.options.grpc_max_message_size,
+          num_threads=self.options.rest_api_num_threads)
+      self.rest_port = self._rest.start()
+      log.info("Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.rest_port)
+    if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+      self._config_poll_thread = threading.Thread(
+          target=self._poll_config_file, name="config-poll", daemon=True)
+      self._config_poll_thread.start()
+    return self
+
+  def _rest_port_to_bind(self):
+    # --rest_api_port=-1 is our own "pick a free port" (0 means off, as in TF Serving).
+    return 0 if self.options.rest_api_port < 0 else self.options.rest_api_port
+
+  def _on_models_changed(self):
+    grpc_service.update_health(self._health, self.manager)
+    self.metrics.set_model_states(self.manager.version_states())
+
+  def _poll_config_file(self):
+    path = self.options.model_config_file
+    last = _mtime(path)
+    while not self._config_poll_stop.wait(self.options.model_config_file_poll_wait_seconds):
+      current = _mtime(path)
+      if current == last:
+        continue
+      last = current
+      try:
+        self.manager.reload_config(config_lib.read_model_server_config(path))
+        log.info("Reloaded model config from %s", path)
+      except Exception as e:  # pylint: disable=broad-except
+        log.error("Reloading model config from %s failed: %s", path, e)
+
+  def wait(self, timeout=None):
+    """Blocks until stop() is called (or timeout); True if stopped."""
+    return self._stopped.wait(timeout)
+
+  def stop(self, grace=2.0):
+    self._config_poll_stop.set()
+    if self._config_poll_thread is not None:
+      self._config_poll_thread.join()
+    if self._rest is not None:
+      self._rest.stop()
+    self._grpc_server.stop(grace).wait()
+    self.manager.stop()
+    self._stopped.set()
+
+
+def _mtime(path):
+  try:
+    return os.stat(path).st_mtime_ns
+  except OSError:
+    return None

@@ -1,0 +1,105 @@
+"""`python -m serving.server`: tensorflow_model_server's flags, our Python server.
+
+Example:
+  python -m serving.server --port=8500 --rest_api_port=8501 \
+      --model_name=sst2 --model_base_path=/models/sst2
+"""
+
+import logging
+import signal
+import sys
+
+from absl import app
+from absl import flags
+
+from serving import config as config_lib
+from serving import model_server
+
+_D = model_server.ServerOptions()
+FLAGS = flags.FLAGS
+
+flags.DEFINE_integer("port", _D.port, "TCP port for the gRPC API (0 picks a free port).",
+                     lower_bound=0, upper_bound=65535)
+flags.DEFINE_integer("rest_api_port", _D.rest_api_port,
+                     "Port for the HTTP/REST API; 0 disables it (as in TF Serving), "
+                     "-1 picks a free port.", lower_bound=-1, upper_bound=65535)
+flags.DEFINE_string("host", _D.host, "Address to bind both APIs to.")
+flags.DEFINE_string("model_name", _D.model_name,
+                    "Name of the model (ignored if --model_config_file is set).")
+flags.DEFINE_string("model_base_path", _D.model_base_path,
+                    "Path to the export (ignored if --model_config_file is set).")
+flags.DEFINE_string("model_config_file", _D.model_config_file,
+                    "ModelServerConfig text proto: several models, version policies, labels.")
+flags.DEFINE_integer("model_config_file_poll_wait_seconds",
+                     _D.model_config_file_poll_wait_seconds,
+                     "Seconds between re-reads of --model_config_file (0: read once).",
+                     lower_bound=0)
+flags.DEFINE_float("file_system_poll_wait_seconds", _D.file_system_poll_wait_seconds,
+                   "Seconds between polls of the base paths for new versions "
+                   "(0: poll once at startup).", lower_bound=0)
+flags.DEFINE_boolean("enable_batching", _D.enable_batching, "Batch concurrent requests.")
+flags.DEFINE_string("batching_parameters_file", _D.batching_parameters_file,
+                    "BatchingParameters text proto (needs --enable_batching).")
+flags.DEFINE_boolean("enable_model_warmup", _D.enable_model_warmup,
+                     "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+flags.DEFINE_integer("num_request_iterations_for_warmup", _D.num_request_iterations_for_warmup,
+                     "Times each warmup record is replayed.", lower_bound=1)
+flags.DEFINE_string("monitoring_config_file", _D.monitoring_config_file,
+                    "MonitoringConfig text proto; enables Prometheus metrics on the REST port.")
+flags.DEFINE_integer("grpc_max_message_size", _D.grpc_max_message_size,
+                     "Largest gRPC message (and REST body) in bytes.", lower_bound=1)
+flags.DEFINE_string("grpc_channel_arguments", _D.grpc_channel_arguments,
+                    "Comma-separated key=value gRPC channel arguments, as TF Serving's; "
+                    "e.g. grpc.max_receive_message_length=1048576.")
+flags.DEFINE_integer("grpc_max_threads", _D.grpc_max_threads,
+                     "Threads serving gRPC requests (concurrent requests that can batch).",
+                     lower_bound=1)
+flags.DEFINE_integer("rest_api_num_threads", _D.rest_api_num_threads,
+                     "Threads running REST requests.", lower_bound=1)
+flags.DEFINE_integer("rest_api_timeout_in_ms", _D.rest_api_timeout_in_ms,
+                     "Timeout for a REST call (0: none).", lower_bound=0)
+flags.DEFINE_string("saved_model_tags", _D.saved_model_tags,
+                    "Comma-separated tags of the MetaGraph to load.")
+flags.DEFINE_integer("num_load_threads", _D.num_load_threads,
+                     "Threads loading versions in the background.", lower_bound=1)
+flags.DEFINE_integer("max_num_load_retries", _D.max_num_load_retries,
+                     "Retries after a failed load (0: one attempt).", lower_bound=0)
+flags.DEFINE_integer("load_retry_interval_micros", _D.load_retry_interval_micros,
+                     "Microseconds between load retries.", lower_bound=0)
+flags.DEFINE_integer("tensorflow_intra_op_parallelism", _D.tensorflow_intra_op_parallelism,
+                     "Threads inside one op (0: TensorFlow's default).", lower_bound=0)
+flags.DEFINE_integer("tensorflow_inter_op_parallelism", _D.tensorflow_inter_op_parallelism,
+                     "Ops run in parallel (0: TensorFlow's default).", lower_bound=0)
+flags.DEFINE_boolean("allow_version_labels_for_unavailable_models",
+                     _D.allow_version_labels_for_unavailable_models,
+                     "Allow a config reload to label versions that are not loaded yet.")
+flags.DEFINE_boolean("enable_serialization_as_tensor_content",
+                     _D.enable_serialization_as_tensor_content,
+                     "Write Predict outputs as tensor_content bytes instead of typed fields.")
+
+
+def options_from_flags():
+  names = [f.name for f in model_server.dataclasses.fields(model_server.ServerOptions)]
+  return model_server.ServerOptions(**{name: FLAGS[name].value for name in names})
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.basicConfig(level=logging.INFO,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  try:
+    server = model_server.ModelServer(options_from_flags())
+  except (config_lib.ConfigError, OSError) as e:
+    print(f"serving.server: error: {e}", file=sys.stderr)
+    return 1
+  server.start()
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: server.stop())
+  while not server.wait(1.0):
+    pass
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,209 @@
+"""TensorProto <-> numpy, with TensorFlow's own rules and dtype names.
+
+Decoding follows tensorflow::Tensor::FromProto: `tensor_content` holds raw
+little-endian bytes and must match the shape exactly; otherwise the typed
+repeated field is used, an empty field means zeros and a short one is padded
+with its last value. Encoding writes the typed repeated fields (TF Serving's
+default `AsProtoField`) or, on request, `tensor_content`.
+"""
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import tensor_shape_pb2
+from tensorflow.core.framework import types_pb2
+
+from serving import errors
+
+# Largest tensor (in bytes) a request may ask us to materialise.
+MAX_TENSOR_BYTES = 1 << 31
+
+# dtype enum -> (numpy dtype, TensorProto field, TF's DataTypeString name).
+_DTYPES = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val", "float"),
+    types_pb2.DT_DOUBLE: (np.float64, "double_val", "double"),
+    types_pb2.DT_INT32: (np.int32, "int_val", "int32"),
+    types_pb2.DT_INT16: (np.int16, "int_val", "int16"),
+    types_pb2.DT_INT8: (np.int8, "int_val", "int8"),
+    types_pb2.DT_UINT8: (np.uint8, "int_val", "uint8"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val", "uint16"),
+    types_pb2.DT_INT64: (np.int64, "int64_val", "int64"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val", "uint32"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val", "uint64"),
+    types_pb2.DT_BOOL: (np.bool_, "bool_val", "bool"),
+    types_pb2.DT_HALF: (np.float16, "half_val", "half"),
+    types_pb2.DT_STRING: (np.object_, "string_val", "string"),
+    types_pb2.DT_COMPLEX64: (np.complex64, "scomplex_val", "complex64"),
+    types_pb2.DT_COMPLEX128: (np.complex128, "dcomplex_val", "complex128"),
+}
+
+_BY_NUMPY = {np.dtype(v[0]): k for k, v in _DTYPES.items() if k != types_pb2.DT_STRING}
+
+
+def dtype_name(dtype_enum):
+  """TF's DataTypeString, e.g. 'float' for DT_FLOAT."""
+  if dtype_enum in _DTYPES:
+    return _DTYPES[dtype_enum][2]
+  try:
+    return types_pb2.DataType.Name(dtype_enum)[3:].lower()
+  except ValueError:
+    return f"unknown dtype {dtype_enum}"
+
+
+def numpy_dtype(dtype_enum):
+  return np.dtype(_DTYPES[dtype_enum][0])
+
+
+def is_supported(dtype_enum):
+  return dtype_enum in _DTYPES
+
+
+def shape_from_proto(shape_proto):
+  """List of ints; raises ValueError on unknown rank or negative dims."""
+  if shape_proto.unknown_rank:
+    raise ValueError("unknown rank")
+  dims = [d.size for d in shape_proto.dim]
+  if any(d < 0 for d in dims):
+    raise ValueError("negative dimension")
+  return dims
+
+
+def to_ndarray(proto, name="tensor"):
+  """numpy array for a TensorProto; ServingError 'tensor parsing error' if bad."""
+  try:
+    return _to_ndarray(proto)
+  except (ValueError, TypeError, OverflowError, MemoryError):
+    raise errors.invalid_argument(f"tensor parsing error: {name}") from None
+
+
+def _to_ndarray(proto):
+  if proto.dtype not in _DTYPES:
+    raise ValueError("unsupported dtype")
+  np_dtype, field, _ = _DTYPES[proto.dtype]
+  shape = shape_from_proto(proto.tensor_shape)
+  count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+  itemsize = 8 if proto.dtype == types_pb2.DT_STRING else np.dtype(np_dtype).itemsize
+  if count * itemsize > MAX_TENSOR_BYTES:
+    raise ValueError("tensor too large")
+  if proto.dtype == types_pb2.DT_STRING:
+    values = np.empty(len(proto.string_val), dtype=object)
+    values[:] = list(proto.string_val)
+    return _fill(values, count, shape, b"", object)
+  if proto.tensor_content:
+    content = proto.tensor_content
+    if len(content) != count * np.dtype(np_dtype).itemsize:
+      raise ValueError("tensor_content size mismatch")
+    return np.frombuffer(content, dtype=np.dtype(np_dtype).newbyteorder("<")).astype(
+        np_dtype).reshape(shape)
+  raw = getattr(proto, field)
+  if proto.dtype == types_pb2.DT_HALF:
+    values = np.array(raw, dtype=np.uint16).view(np.float16)
+  elif proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+    flat = np.array(raw, dtype=np.float64)
+    if flat.size % 2:
+      raise ValueError("odd number of complex parts")
+    values = (flat[0::2] + 1j * flat[1::2]).astype(np_dtype)
+  else:
+    # Out-of-range ints (e.g. 300 in an int8 tensor) wrap like C++ does.
+    values = np.array(raw, dtype=np.int64 if field == "int_val" else np_dtype)
+    values = values.astype(np_dtype)
+  return _fill(values, count, shape, 0, np_dtype)
+
+
+def _fill(values, count, shape, zero, np_dtype):
+  """Tensor::FromProto's rule: empty -> zeros, short -> repeat the last value."""
+  if values.size == 0:
+    out = np.full(count, zero, dtype=np_dtype)
+  elif values.size >= count:
+    out = values[:count]
+  else:
+    out = np.empty(count, dtype=np_dtype)
+    out[:values.size] = values
+    out[values.size:] = values[-1]
+  return out.reshape(shape)
+
+
+def dtype_enum_of(array):
+  """DataType enum of a numpy array (object/bytes/str arrays are DT_STRING)."""
+  if array.dtype.kind in ("O", "S", "U"):
+    return types_pb2.DT_STRING
+  try:
+    return _BY_NUMPY[array.dtype]
+  except KeyError:
+    raise errors.ServingError(
+        grpc.StatusCode.INTERNAL,
+        f"unsupported output dtype {array.dtype}") from None
+
+
+def _as_bytes(value):
+  if isinstance(value, bytes):
+    return value
+  if isinstance(value, str):
+    return value.encode("utf-8")
+  return bytes(value)
+
+
+def from_ndarray(array, as_tensor_content=False, proto=None):
+  """TensorProto for a numpy array (AsProtoField unless as_tensor_content)."""
+  array = np.asarray(array)
+  proto = proto if proto is not None else tensor_pb2.TensorProto()
+  dtype = dtype_enum_of(array)
+  proto.dtype = dtype
+  proto.tensor_shape.CopyFrom(make_shape(array.shape))
+  flat = array.reshape(-1)
+  if dtype == types_pb2.DT_STRING:
+    proto.string_val.extend(_as_bytes(v) for v in flat)
+    return proto
+  if as_tensor_content:
+    proto.tensor_content = flat.astype(flat.dtype.newbyteorder("<")).tobytes()
+    return proto
+  field = _DTYPES[dtype][1]
+  if dtype == types_pb2.DT_HALF:
+    getattr(proto, field).extend(flat.view(np.uint16).tolist())
+  elif dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+    parts = np.empty(flat.size * 2, dtype=np.float64)
+    parts[0::2], parts[1::2] = flat.real, flat.imag
+    getattr(proto, field).extend(parts.tolist())
+  else:
+    getattr(proto, field).extend(flat.tolist())
+  return proto
+
+
+def make_shape(dims):
+  shape = tensor_shape_pb2.TensorShapeProto()
+  for d in dims:
+    shape.dim.add().size = int(d)
+  return shape
+
+
+def shape_string(dims):
+  """[2,3] style, unknown dims as -1 (TF Serving's ShapeToString)."""
+  return "[" + ",".join(str(int(d)) for d in dims) + "]"
+
+
+def info_shape(tensor_info):
+  """Signature shape as a list with -1 for unknown dims, or None (unknown rank)."""
+  shape = tensor_info.tensor_shape
+  if shape.unknown_rank:
+    return None
+  return [d.size for d in shape.dim]
+
+
+def check_compatible(alias, proto, tensor_info, position):
+  """INVALID_ARGUMENT if TensorProto `proto` does not fit the signature input.
+
+  Checked on the proto, before any value is decoded, so a request cannot make
+  the server materialise a huge tensor only to reject it.
+  """
+  if proto.dtype != tensor_info.dtype:
+    raise errors.invalid_argument(
+        f"Expects arg[{position}] to be {dtype_name(tensor_info.dtype)} but "
+        f"{dtype_name(proto.dtype)} is provided")
+  want = info_shape(tensor_info)
+  if want is None or proto.tensor_shape.unknown_rank:
+    return
+  have = [d.size for d in proto.tensor_shape.dim]
+  if len(have) != len(want) or any(w >= 0 and w != h for w, h in zip(want, have)):
+    raise errors.invalid_argument(
+        f"input tensor alias {alias} has shape {shape_string(have)} which is "
+        f"incompatible with the signature's shape {shape_string(want)}")
