@@ -48,6 +48,33 @@ def _check_tensor_info(where, info):
   return problems
 
 
+def _composite_input_functions(meta_graph):
+  """Names of saved functions taking a ragged or sparse (composite) argument.
+
+  A signature flattens such an argument into component tensors (values,
+  row_splits) that are not batch-major, so TF Serving cannot batch them.
+  """
+  from tensorflow.core.protobuf import struct_pb2
+  names = []
+  for name, function in meta_graph.object_graph_def.concrete_functions.items():
+    stack = [function.canonicalized_input_signature]
+    while stack:
+      value = stack.pop()
+      kind = value.WhichOneof("kind")
+      if kind == "type_spec_value" and value.type_spec_value.type_spec_class in (
+          struct_pb2.TypeSpecProto.RAGGED_TENSOR_SPEC,
+          struct_pb2.TypeSpecProto.SPARSE_TENSOR_SPEC):
+        names.append(name)
+        break
+      if kind in ("list_value", "tuple_value"):
+        stack.extend(getattr(value, kind).values)
+      elif kind == "dict_value":
+        stack.extend(value.dict_value.fields.values())
+      elif kind == "named_tuple_value":
+        stack.extend(p.value for p in value.named_tuple_value.values)
+  return names
+
+
 def _all_nodes(meta_graph):
   graph = meta_graph.graph_def
   yield from graph.node
@@ -74,6 +101,9 @@ def check_saved_model(path):
       for name, info in signature.outputs.items():
         problems += _check_tensor_info(f"signature {key!r} output {name!r}",
                                        info)
+    for name in _composite_input_functions(meta_graph):
+      problems.append(f"function {name} takes a ragged or sparse input; "
+                      "signature inputs must be dense and batch-major")
     for function in meta_graph.graph_def.library.function:
       for attr in _XLA_ATTRS:
         if attr in function.attr and function.attr[attr].b:
