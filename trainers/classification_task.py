@@ -13,7 +13,9 @@ import keras
 
 from trainers import classification_data
 from trainers.errors import UserError
+from trainers.config import config_path, read_json
 from trainers.metrics import classification_metrics
+from zoo import model_config as zoo_model_config
 from zoo.presets import get_preset
 from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
                                       write_vocabulary)
@@ -65,20 +67,44 @@ class ClassificationTask:
     return len(self.train_examples()[0])
 
   def new_model_config(self, model_dir):
-    """Learns the vocabulary from the training split; returns the model config."""
+    """The model config of a first run; writes model_dir/vocab.txt.
+
+    The vocabulary is learned from the training split, or copied from the
+    --init_checkpoint model_dir together with its architecture.
+    """
     try:
       architecture = get_preset(self.family, self.config.preset)
     except ValueError as e:
       raise UserError(str(e))
-    sentences, _ = self.train_examples()
-    vocabulary = learn_wordpiece_vocabulary(sentences,
-                                            architecture["vocabulary_size"])
-    write_vocabulary(vocabulary, os.path.join(model_dir, VOCABULARY_FILE))
-    architecture["vocabulary_size"] = len(vocabulary)
+    vocabulary_path = os.path.join(model_dir, VOCABULARY_FILE)
+    if self.config.init_checkpoint:
+      pretrained = pretrained_model_config(self.config.init_checkpoint)
+      # The pretrained shape; this preset's regularisation for fine-tuning.
+      architecture.update({k: v for k, v in pretrained["architecture"].items()
+                           if "dropout" not in k})
+      tf.io.gfile.copy(zoo_model_config.vocabulary_path(
+          pretrained, self.config.init_checkpoint), vocabulary_path,
+          overwrite=True)
+    else:
+      sentences, _ = self.train_examples()
+      vocabulary = learn_wordpiece_vocabulary(sentences,
+                                              architecture["vocabulary_size"])
+      write_vocabulary(vocabulary, vocabulary_path)
+      architecture["vocabulary_size"] = len(vocabulary)
     return {"family": self.family, "task": self.spec.name,
             "preset": self.config.preset, "architecture": architecture,
             "labels": list(self.spec.labels),
             "vocabulary_file": VOCABULARY_FILE}
+
+  def build_model(self, model_config):
+    model = zoo_model_config.build_model(model_config)
+    length = model_config["architecture"]["sequence_length"]
+    model(tf.zeros([1, length], tf.int32))  # create the variables
+    return model
+
+  def warm_start(self, model, init_checkpoint):
+    """Loads the backbone weights of a pretraining run into model.backbone."""
+    warm_start_backbone(model, init_checkpoint)
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches):
     sentences, labels = self.train_examples()
@@ -114,3 +140,20 @@ class ClassificationTask:
     return classification_metrics(np.concatenate(y_true),
                                   np.concatenate(y_pred), list(self.spec.labels))
 
+
+
+def pretrained_model_config(init_checkpoint):
+  path = config_path(init_checkpoint)
+  if not tf.io.gfile.exists(path):
+    raise UserError(f"--init_checkpoint={init_checkpoint}: no config.json there "
+                    "(pass the model_dir of a pretraining run)")
+  return read_json(path)["model"]
+
+
+def warm_start_backbone(model, init_checkpoint):
+  """Restores model.backbone from the latest checkpoint of a model_dir."""
+  path = tf.train.latest_checkpoint(os.path.join(init_checkpoint, "checkpoints"))
+  if path is None:
+    raise UserError(f"--init_checkpoint={init_checkpoint} has no checkpoint")
+  source = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone))
+  source.restore(path).expect_partial().assert_existing_objects_matched()

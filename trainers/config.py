@@ -41,6 +41,7 @@ class TrainConfig:
   log_every_steps: int = 100  # progress line and train summaries
   max_checkpoints: int = 3  # how many recent checkpoints to keep
   export_dir: str = ""  # if set, export the best checkpoint here at the end
+  init_checkpoint: str = ""  # a pretraining model_dir whose backbone, vocabulary and architecture this run starts from
 
   def to_dict(self):
     return dataclasses.asdict(self)

@@ -97,14 +97,12 @@ def train_and_evaluate(config: TrainConfig):
       "train": config.to_dict(), "model": model_config,
       "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}})
   tokenizer = zoo_model_config.build_tokenizer(model_config, work_dir)
-  sequence_length = model_config["architecture"]["sequence_length"]
   num_examples = task.num_train_examples()
   total_steps = config.train_steps or max(
       1, math.ceil(config.epochs * num_examples / config.batch_size))
 
   with strategy.scope():
-    model = zoo_model_config.build_model(model_config)
-    model(tf.zeros([1, sequence_length], tf.int32))  # create the variables
+    model = task.build_model(model_config)
     optimizer = make_optimizer(config, total_steps)
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -119,6 +117,9 @@ def train_and_evaluate(config: TrainConfig):
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     step = checkpoint_step(manager.latest_checkpoint)
     logging.info("Resumed from %s at step %d", manager.latest_checkpoint, step)
+  elif config.init_checkpoint:
+    task.warm_start(model, config.init_checkpoint)
+    logging.info("Initialised the backbone from %s", config.init_checkpoint)
   best = (read_json(best_metrics_path) if tf.io.gfile.exists(best_metrics_path)
           else None)
   progress_path = os.path.join(work_dir, "progress.json")
@@ -131,20 +132,21 @@ def train_and_evaluate(config: TrainConfig):
   global_batch = config.batch_size
 
   @tf.function(jit_compile=config.jit_compile)
-  def forward_backward(ids, labels):
+  def forward_backward(features, targets):
+    ids = features["token_ids"] if isinstance(features, dict) else features
     with tf.GradientTape() as tape:
-      logits = model(ids, training=True)  # [b, C]
-      per_example = task.per_example_loss(labels, logits)  # [b]
+      logits = model(features, training=True)  # [b, ...]
+      per_example = task.per_example_loss(targets, logits)  # [b]
       loss = tf.nn.compute_average_loss(per_example,
                                         global_batch_size=global_batch)
       scaled_loss = optimizer.scale_loss(loss)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
-    correct = tf.reduce_sum(task.correct_predictions(labels, logits))
+    correct = tf.reduce_sum(task.correct_predictions(targets, logits))
     tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
     return loss, correct, tokens, grads
 
-  def replica_step(ids, labels):
-    loss, correct, tokens, grads = forward_backward(ids, labels)
+  def replica_step(features, targets):
+    loss, correct, tokens, grads = forward_backward(features, targets)
     optimizer.apply(grads, model.trainable_variables)
     return loss, correct, tokens
 
@@ -155,8 +157,8 @@ def train_and_evaluate(config: TrainConfig):
             for x in outputs]
 
   @tf.function
-  def predict(ids):
-    return model(ids, training=False)
+  def predict(features):
+    return model(features, training=False)
 
   if chief:
     train_writer = tf.summary.create_file_writer(os.path.join(work_dir, "train"))

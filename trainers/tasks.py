@@ -2,12 +2,15 @@
 
 from trainers.classification_task import SST2, ClassificationTask
 from trainers.errors import UserError
+from trainers.masked_lm_task import MaskedLMTask
 
-TASK_NAMES = ("sst2",)
+TASK_NAMES = ("sst2", "sst2_mlm")
 
 
 def get_task(config):
   """Returns the task object for config.task (a TrainConfig)."""
   if config.task == "sst2":
     return ClassificationTask(SST2, config)
+  if config.task == "sst2_mlm":  # masked-LM pretraining on SST-2's train text
+    return MaskedLMTask(SST2, config)
   raise UserError(f"Unknown task {config.task!r}; choose one of {TASK_NAMES}")

@@ -64,6 +64,9 @@ flags.DEFINE_integer("max_checkpoints", _DEFAULTS.max_checkpoints,
                      "Recent checkpoints to keep.", lower_bound=1)
 flags.DEFINE_string("export_dir", "", "If set, export the best checkpoint as a "
                     "versioned SavedModel under this base directory.")
+flags.DEFINE_string("init_checkpoint", "", "A pretraining model_dir (e.g. of "
+                    "--task=sst2_mlm): this run reuses its vocabulary and "
+                    "architecture and starts from its backbone weights.")
 flags.mark_flag_as_required("model_dir")
 
 FLAGS = flags.FLAGS

@@ -4,6 +4,7 @@ The trainer writes this dict to `model_dir/config.json` under "model"; export
 and evaluation call `build_tokenizer` and `build_model` with it, so they never
 need the trainer's flags. Keys:
   family: "encoder"
+  head: "classifier" (default) or "masked_lm" (pretraining)
   task: the task name the model was trained for
   preset: the preset name the architecture came from
   architecture: the preset dict, with vocabulary_size set to the real vocabulary
@@ -13,6 +14,7 @@ need the trainer's flags. Keys:
 
 import os
 
+from zoo.tasks.masked_lm import build_masked_lm
 from zoo.tasks.text_classifier import build_text_classifier
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -38,6 +40,8 @@ def build_tokenizer(model_config, model_dir):
 def build_model(model_config):
   """The (unbuilt) Keras model described by model_config."""
   family = model_config["family"]
+  if family == "encoder" and model_config.get("head") == "masked_lm":
+    return build_masked_lm(model_config["architecture"])
   if family == "encoder":
     return build_text_classifier(model_config["architecture"],
                                  num_classes=len(model_config["labels"]))

@@ -11,8 +11,8 @@ ENCODER_PRESETS = {
                  pooling="mean"),
     # The SST-2 recipe: trains from scratch in minutes on 2 CPU cores.
     "small": dict(vocabulary_size=8000, sequence_length=64, hidden_dim=128,
-                  num_layers=2, num_heads=4, intermediate_dim=256, dropout=0.3,
-                  token_dropout=0.1, pooling="mean"),
+                  num_layers=2, num_heads=4, intermediate_dim=256, dropout=0.2,
+                  token_dropout=0.3, pooling="mean"),
     # BERT-Mini-sized; wants a GPU or a long CPU run.
     "base": dict(vocabulary_size=16000, sequence_length=128, hidden_dim=256,
                  num_layers=4, num_heads=4, intermediate_dim=1024, dropout=0.1,

@@ -72,3 +72,14 @@ class EncoderBackbone(keras.Model):
                   intermediate_dim=self.intermediate_dim, dropout=self.dropout,
                   token_dropout=self.token_dropout)
     return config
+
+
+def build_encoder_backbone(preset):
+  """An EncoderBackbone from a preset dict (see zoo.presets)."""
+  return EncoderBackbone(
+      vocabulary_size=preset["vocabulary_size"],
+      sequence_length=preset["sequence_length"],
+      hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
+      num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
+      dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
+      name="backbone")

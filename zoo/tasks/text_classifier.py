@@ -9,7 +9,7 @@ and exports put the tokenizer in front.
 import keras
 from keras import ops
 
-from zoo.backbones.encoder import EncoderBackbone
+from zoo.backbones.encoder import build_encoder_backbone
 from zoo.tokenizers.wordpiece import PAD_ID
 
 POOLINGS = ("mean", "cls")
@@ -65,13 +65,6 @@ class TextClassifier(keras.Model):
 
 def build_text_classifier(preset, num_classes):
   """Builds an (unbuilt) classifier from a preset dict (see zoo.presets)."""
-  backbone = EncoderBackbone(
-      vocabulary_size=preset["vocabulary_size"],
-      sequence_length=preset["sequence_length"],
-      hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
-      num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
-      dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
-      name="backbone")
-  return TextClassifier(backbone, num_classes=num_classes,
+  return TextClassifier(build_encoder_backbone(preset), num_classes=num_classes,
                         pooling=preset.get("pooling", "mean"),
                         dropout=preset["dropout"], name="text_classifier")
