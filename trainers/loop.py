@@ -65,6 +65,19 @@ def make_optimizer(config, total_steps):
   return optimizer
 
 
+def export_best(config):
+  """Exports the best checkpoint to config.export_dir/<version>; returns the path."""
+  from export.exporter import ExportConfig, export_saved_model
+  from export.versioning import ExportError
+  try:
+    path = export_saved_model(ExportConfig(model_dir=config.model_dir,
+                                           export_base=config.export_dir))
+  except ExportError as e:
+    raise UserError(str(e))
+  logging.info("Exported %s", path)
+  return path
+
+
 def format_seconds(seconds):
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
@@ -236,9 +249,11 @@ def train_and_evaluate(config: TrainConfig):
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
              "num_replicas": strategy.num_replicas_in_sync}
-  write_json(os.path.join(work_dir, "results.json"), results)
   train_writer.flush()
   eval_writer.flush()
+  if config.export_dir and chief:
+    results["export"] = export_best(config)
+  write_json(os.path.join(work_dir, "results.json"), results)
   logging.info("Done: %d steps in %s; final dev %s %.4f, best %.4f at step %d",
                step, format_seconds(train_seconds), task.primary_metric,
                metrics[task.primary_metric], best[task.primary_metric],
