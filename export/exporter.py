@@ -113,7 +113,8 @@ def export_saved_model(config: ExportConfig):
     ])
     card = model_card.build_model_card(
         path, trainer_config, _dev_metrics(config.model_dir),
-        os.path.relpath(checkpoint_path, config.model_dir), limits)
+        os.path.relpath(checkpoint_path, config.model_dir), limits,
+        parameters=model.count_params())
     model_card.write_model_card(path, card)
     problems = checks.check_saved_model(path)
     if problems:

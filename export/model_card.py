@@ -42,7 +42,7 @@ def describe_signatures(saved_model_dir):
 
 
 def build_model_card(saved_model_dir, trainer_config, dev_metrics, checkpoint,
-                     limits):
+                     limits, parameters):
   model = trainer_config["model"]
   return {
       "family": model["family"],
@@ -50,6 +50,7 @@ def build_model_card(saved_model_dir, trainer_config, dev_metrics, checkpoint,
       "preset": model["preset"],
       "architecture": model["architecture"],
       "vocabulary_size": model["architecture"]["vocabulary_size"],
+      "parameters": parameters,
       "labels": model.get("labels"),
       "dev_metrics": dev_metrics,
       "training_flags": trainer_config.get("train"),

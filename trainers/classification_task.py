@@ -13,7 +13,7 @@ import keras
 
 from trainers import classification_data
 from trainers.errors import UserError
-from trainers.config import config_path, read_json
+from trainers.config import config_path, parse_overrides, read_json
 from trainers.metrics import classification_metrics
 from zoo import model_config as zoo_model_config
 from zoo.presets import get_preset
@@ -74,6 +74,8 @@ class ClassificationTask:
     """
     try:
       architecture = get_preset(self.family, self.config.preset)
+      architecture.update(parse_overrides(self.config.model_overrides,
+                                          architecture))
     except ValueError as e:
       raise UserError(str(e))
     vocabulary_path = os.path.join(model_dir, VOCABULARY_FILE)

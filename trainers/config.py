@@ -29,6 +29,7 @@ class TrainConfig:
   warmup_steps: int = 100  # linear warmup from 0 to learning_rate, then linear decay to 0
   weight_decay: float = 0.01  # AdamW decoupled weight decay
   label_smoothing: float = 0.0  # cross-entropy label smoothing
+  ema_momentum: float = 0.0  # >0: keep an exponential moving average of the weights; evaluate, keep-best and export use it
   seed: int = 0  # seeds initialisation, dropout and shuffling
   mixed_precision: str = "float32"  # float32, mixed_float16 or mixed_bfloat16
   jit_compile: bool = False  # XLA-compile the forward/backward pass (training only)
@@ -41,6 +42,7 @@ class TrainConfig:
   log_every_steps: int = 100  # progress line and train summaries
   max_checkpoints: int = 3  # how many recent checkpoints to keep
   export_dir: str = ""  # if set, export the best checkpoint here at the end
+  model_overrides: str = ""  # preset fields to override, "key=value,key=value" (e.g. "dropout=0.3,num_layers=4")
   init_checkpoint: str = ""  # a pretraining model_dir whose backbone, vocabulary and architecture this run starts from
 
   def to_dict(self):
@@ -67,3 +69,24 @@ def read_json(path):
 
 def config_path(model_dir):
   return os.path.join(model_dir, "config.json")
+
+
+def parse_overrides(text, preset):
+  """'a=1,b=0.5' -> {'a': 1, 'b': 0.5}, typed like the preset's values.
+
+  Raises ValueError naming the bad item (an unknown key or a bad value).
+  """
+  overrides = {}
+  for item in filter(None, (part.strip() for part in text.split(","))):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in preset:
+      raise ValueError(f"bad model override {item!r}: expected key=value with "
+                       f"key one of {sorted(preset)}")
+    kind = type(preset[key])
+    try:
+      overrides[key] = kind(value.strip())
+    except ValueError:
+      raise ValueError(f"bad model override {item!r}: {key} takes a "
+                       f"{kind.__name__}") from None
+  return overrides

@@ -13,6 +13,7 @@ Files under model_dir:
   results.json         final and best dev metrics, steps, time, throughput
 """
 
+import contextlib
 import math
 import os
 import time
@@ -58,7 +59,9 @@ def make_optimizer(config, total_steps):
                                total_steps)
   optimizer = keras.optimizers.AdamW(
       learning_rate=schedule, weight_decay=config.weight_decay,
-      beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0)
+      beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0,
+      use_ema=config.ema_momentum > 0,
+      ema_momentum=config.ema_momentum or 0.99)
   optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
   if config.mixed_precision == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -76,6 +79,19 @@ def export_best(config):
     raise UserError(str(e))
   logging.info("Exported %s", path)
   return path
+
+
+@contextlib.contextmanager
+def averaged_weights(model, optimizer):
+  """Swaps the optimizer's moving averages into the model, then swaps back."""
+  variables = model.trainable_variables
+  current = [tf.identity(v.value) for v in variables]
+  optimizer.finalize_variable_values(variables)
+  try:
+    yield
+  finally:
+    for variable, value in zip(variables, current):
+      variable.assign(value)
 
 
 def format_seconds(seconds):
@@ -180,6 +196,12 @@ def train_and_evaluate(config: TrainConfig):
     train_writer = eval_writer = tf.summary.create_noop_writer()
 
   def evaluate_and_keep_best(step):
+    if config.ema_momentum > 0:  # evaluate and keep the averaged weights
+      with averaged_weights(model, optimizer):
+        return _evaluate_and_keep_best(step)
+    return _evaluate_and_keep_best(step)
+
+  def _evaluate_and_keep_best(step):
     nonlocal best
     metrics = task.evaluate(predict, eval_ds)
     value = metrics[task.primary_metric]
@@ -244,8 +266,7 @@ def train_and_evaluate(config: TrainConfig):
       save_checkpoint(step, elapsed_before + time.time() - start)
   train_seconds = elapsed_before + time.time() - start
   if metrics is None:  # already finished earlier: just report
-    metrics = evaluate_and_keep_best(step) if best is None else task.evaluate(
-        predict, eval_ds)
+    metrics = evaluate_and_keep_best(step)
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
              "num_replicas": strategy.num_replicas_in_sync}

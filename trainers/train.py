@@ -40,6 +40,10 @@ flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
 flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing,
                    "Cross-entropy label smoothing.", lower_bound=0.0,
                    upper_bound=1.0)
+flags.DEFINE_float("ema_momentum", _DEFAULTS.ema_momentum,
+                   "If > 0, evaluate, keep and export an exponential moving "
+                   "average of the weights with this momentum (e.g. 0.999).",
+                   lower_bound=0.0, upper_bound=0.99999)
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Random seed.")
 flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision,
                   config_lib.MIXED_PRECISION, "Keras dtype policy.")
@@ -64,6 +68,9 @@ flags.DEFINE_integer("max_checkpoints", _DEFAULTS.max_checkpoints,
                      "Recent checkpoints to keep.", lower_bound=1)
 flags.DEFINE_string("export_dir", "", "If set, export the best checkpoint as a "
                     "versioned SavedModel under this base directory.")
+flags.DEFINE_string("model_overrides", "", "Preset fields to override, "
+                    "'key=value,...' (e.g. 'dropout=0.3,num_layers=4'); "
+                    "recorded in config.json.")
 flags.DEFINE_string("init_checkpoint", "", "A pretraining model_dir (e.g. of "
                     "--task=sst2_mlm): this run reuses its vocabulary and "
                     "architecture and starts from its backbone weights.")

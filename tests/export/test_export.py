@@ -205,6 +205,7 @@ def test_model_card(exported_model):
   assert card["family"] == "encoder" and card["task"] == "sst2"
   assert card["preset"] == "tiny" and card["labels"] == ["negative", "positive"]
   assert card["vocabulary_size"] > 5
+  assert card["parameters"] > card["vocabulary_size"] * 32
   assert 0.0 <= card["dev_metrics"]["accuracy"] <= 1.0
   assert card["training_flags"]["train_steps"] == 40
   assert set(card["signatures"]) == {"serving_default", "classify", "encode"}

@@ -158,3 +158,21 @@ def test_malformed_tf_config_is_a_clear_error(tmp_path):
   assert result.returncode == 2
   assert "TF_CONFIG is not valid JSON" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_ema_weights_are_evaluated_kept_and_training_continues_raw(
+    tmp_path, sst2_subset):
+  import numpy as np
+  import tensorflow as tf
+  from export.exporter import load_trained_model
+  from trainers.loop import train_and_evaluate
+  model_dir = tmp_path / "ema"
+  results = train_and_evaluate(tiny_config(model_dir, sst2_subset,
+                                           train_steps=20, eval_every_steps=20,
+                                           ema_momentum=0.9))
+  assert results["best"]["step"] == 20
+  averaged, tokenizer, _, _ = load_trained_model(str(model_dir), "best")
+  raw, _, _, _ = load_trained_model(str(model_dir), "latest")
+  ids = tokenizer(tf.constant(["a great film", "dull"]))
+  # best/ holds the moving average; checkpoints/ the raw weights at step 20.
+  assert not np.allclose(averaged(ids).numpy(), raw(ids).numpy())

@@ -9,15 +9,15 @@ import keras
 import keras_hub
 
 from zoo.backbones.encoder import build_encoder_backbone
+from zoo.tasks.task_model import TaskModel
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class MaskedLanguageModel(keras.Model):
+class MaskedLanguageModel(TaskModel):
   """{token_ids int[B, T], mask_positions int[B, P]} -> logits float32[B, P, V]."""
 
   def __init__(self, backbone, **kwargs):
-    super().__init__(**kwargs)
-    self.backbone = backbone
+    super().__init__(backbone, **kwargs)
     self.mlm_head = keras_hub.layers.MaskedLMHead(
         token_embedding=backbone.embedding.token_embedding,
         intermediate_activation="gelu", dtype="float32", name="mlm_head")
@@ -25,17 +25,6 @@ class MaskedLanguageModel(keras.Model):
   def call(self, inputs, training=None):
     sequence = self.backbone(inputs["token_ids"], training=training)  # [B, T, D]
     return self.mlm_head(sequence, mask_positions=inputs["mask_positions"])
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(backbone=keras.saving.serialize_keras_object(self.backbone))
-    return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-    return cls(**config)
 
 
 def build_masked_lm(preset):

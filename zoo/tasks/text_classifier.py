@@ -10,21 +10,21 @@ import keras
 from keras import ops
 
 from zoo.backbones.encoder import build_encoder_backbone
+from zoo.tasks.task_model import TaskModel
 from zoo.tokenizers.wordpiece import PAD_ID
 
 POOLINGS = ("mean", "cls")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class TextClassifier(keras.Model):
+class TextClassifier(TaskModel):
   """int[B, T] token ids -> float32[B, num_classes] logits."""
 
   def __init__(self, backbone, num_classes, pooling="mean", dropout=0.1,
                **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(backbone, **kwargs)
     if pooling not in POOLINGS:
       raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    self.backbone = backbone
     self.num_classes = num_classes
     self.pooling = pooling
     self.dropout = dropout
@@ -51,16 +51,9 @@ class TextClassifier(keras.Model):
 
   def get_config(self):
     config = super().get_config()
-    config.update(backbone=keras.saving.serialize_keras_object(self.backbone),
-                  num_classes=self.num_classes, pooling=self.pooling,
+    config.update(num_classes=self.num_classes, pooling=self.pooling,
                   dropout=self.dropout)
     return config
-
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-    return cls(**config)
 
 
 def build_text_classifier(preset, num_classes):

@@ -1,0 +1,40 @@
+"""What every benchmark JSON records about where and when it ran."""
+
+import datetime
+import os
+import platform
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model():
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def git_commit():
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=10,
+                          check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def describe():
+  import tensorflow as tf
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      "git_commit": git_commit(),
+      "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(),
+                  "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+                  "python": platform.python_version(),
+                  "tensorflow": tf.__version__},
+  }
