@@ -1,5 +1,10 @@
 """Model presets: plain dicts of architecture hyper-parameters, per family.
 
+`vocabulary_size` is the target given to the vocabulary learner; the learned
+vocabulary can be smaller (on SST-2 the learner stops at 8,156 tokens whatever
+larger target it gets, since rarer words fall under its count threshold) and
+the real size is what config.json records.
+
 A preset names a model size; the trainer merges it with the task's choices
 (vocabulary size, number of classes) and writes the result to config.json.
 """
