@@ -1,9 +1,9 @@
 """Model presets: plain dicts of architecture hyper-parameters, per family.
 
 `vocabulary_size` is the target given to the vocabulary learner; the learned
-vocabulary can be smaller (on SST-2 the learner stops at 8,156 tokens whatever
-larger target it gets, since rarer words fall under its count threshold) and
-the real size is what config.json records.
+vocabulary can differ (on SST-2 a target of 8,000 or of 16,000 both give
+8,156 tokens: rarer words fall under the learner's count threshold), and the
+real size is what config.json records.
 
 A preset names a model size; the trainer merges it with the task's choices
 (vocabulary size, number of classes) and writes the result to config.json.
