@@ -23,10 +23,13 @@ import tensorflow as tf
 from absl import logging
 
 from trainers import strategies
+from trainers.best_checkpoint import BestCheckpointKeeper
 from trainers.config import TrainConfig, config_path, read_json, write_json
 from trainers.errors import UserError
+from trainers.progress import ProgressReporter, format_seconds
 from trainers.schedules import WarmupLinearDecay
 from trainers.tasks import get_task
+from trainers.train_step import make_train_step
 from zoo import model_config as zoo_model_config
 
 EVAL_BATCH_SIZE = 256
@@ -94,11 +97,6 @@ def averaged_weights(model, optimizer):
       variable.assign(value)
 
 
-def format_seconds(seconds):
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
 def train_and_evaluate(config: TrainConfig):
   """Trains (or resumes) config.task in config.model_dir; returns results dict."""
   if not config.model_dir:
@@ -138,9 +136,6 @@ def train_and_evaluate(config: TrainConfig):
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(work_dir, "checkpoints"),
       max_to_keep=config.max_checkpoints)
-  best_manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(work_dir, "best"), max_to_keep=1)
-  best_metrics_path = os.path.join(work_dir, "best", "metrics.json")
   step = 0
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -149,8 +144,6 @@ def train_and_evaluate(config: TrainConfig):
   elif config.init_checkpoint:
     task.warm_start(model, config.init_checkpoint)
     logging.info("Initialised the backbone from %s", config.init_checkpoint)
-  best = (read_json(best_metrics_path) if tf.io.gfile.exists(best_metrics_path)
-          else None)
   progress_path = os.path.join(work_dir, "progress.json")
   elapsed_before = (read_json(progress_path)["train_seconds"]
                     if step and tf.io.gfile.exists(progress_path) else 0.0)
@@ -160,30 +153,8 @@ def train_and_evaluate(config: TrainConfig):
   eval_ds = task.eval_dataset(tokenizer, EVAL_BATCH_SIZE)
   global_batch = config.batch_size
 
-  @tf.function(jit_compile=config.jit_compile)
-  def forward_backward(features, targets):
-    ids = features["token_ids"] if isinstance(features, dict) else features
-    with tf.GradientTape() as tape:
-      logits = model(features, training=True)  # [b, ...]
-      per_example = task.per_example_loss(targets, logits)  # [b]
-      loss = tf.nn.compute_average_loss(per_example,
-                                        global_batch_size=global_batch)
-      scaled_loss = optimizer.scale_loss(loss)
-    grads = tape.gradient(scaled_loss, model.trainable_variables)
-    correct = tf.reduce_sum(task.correct_predictions(targets, logits))
-    tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
-    return loss, correct, tokens, grads
-
-  def replica_step(features, targets):
-    loss, correct, tokens, grads = forward_backward(features, targets)
-    optimizer.apply(grads, model.trainable_variables)
-    return loss, correct, tokens
-
-  @tf.function
-  def train_step(iterator):
-    outputs = strategy.run(replica_step, args=next(iterator))
-    return [strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
-            for x in outputs]
+  train_step = make_train_step(strategy, model, optimizer, task, global_batch,
+                               config.jit_compile)
 
   @tf.function
   def predict(features):
@@ -195,30 +166,11 @@ def train_and_evaluate(config: TrainConfig):
   else:
     train_writer = eval_writer = tf.summary.create_noop_writer()
 
-  def evaluate_and_keep_best(step):
-    if config.ema_momentum > 0:  # evaluate and keep the averaged weights
-      with averaged_weights(model, optimizer):
-        return _evaluate_and_keep_best(step)
-    return _evaluate_and_keep_best(step)
-
-  def _evaluate_and_keep_best(step):
-    nonlocal best
-    metrics = task.evaluate(predict, eval_ds)
-    value = metrics[task.primary_metric]
-    with eval_writer.as_default(step=step):
-      for name in ("accuracy", "precision", "recall", "f1", "loss",
-                   "perplexity"):
-        if name in metrics:
-          tf.summary.scalar(name, metrics[name])
-    improved = best is None or value > best[task.primary_metric]
-    if improved:
-      best_manager.save(checkpoint_number=step)
-      best = dict(metrics, step=step)
-      write_json(best_metrics_path, best)
-    logging.info("eval step %d: %s %.4f (best %.4f at step %d)", step,
-                 task.primary_metric, value, best[task.primary_metric],
-                 best["step"])
-    return metrics
+  keeper = BestCheckpointKeeper(
+      task, checkpoint, os.path.join(work_dir, "best"), eval_writer, predict,
+      eval_ds, weights_context=(
+          (lambda: averaged_weights(model, optimizer))
+          if config.ema_momentum > 0 else None))
 
   def save_checkpoint(step, elapsed):
     manager.save(checkpoint_number=step)
@@ -230,43 +182,22 @@ def train_and_evaluate(config: TrainConfig):
                strategy.num_replicas_in_sync, config.mixed_precision,
                config.jit_compile, step)
   start = time.time()
-  window_start, window_steps = time.time(), 0
-  sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
+  progress = ProgressReporter(train_writer, total_steps, global_batch,
+                              lambda: optimizer.learning_rate)
   metrics = None
   while step < total_steps:
-    loss, correct, tokens = train_step(iterator)
+    progress.add(*train_step(iterator))
     step += 1
-    window_steps += 1
-    sums["loss"] += float(loss)
-    sums["correct"] += float(correct)
-    sums["tokens"] += float(tokens)
     if step % config.log_every_steps == 0 or step == total_steps:
-      seconds = time.time() - window_start
-      rate = window_steps / max(seconds, 1e-9)
-      with train_writer.as_default(step=step):
-        tf.summary.scalar("loss", sums["loss"] / window_steps)
-        tf.summary.scalar("accuracy",
-                          sums["correct"] / (window_steps * global_batch))
-        tf.summary.scalar("learning_rate",
-                          float(optimizer.learning_rate))
-        tf.summary.scalar("steps_per_second", rate)
-        tf.summary.scalar("examples_per_second", rate * global_batch)
-        tf.summary.scalar("tokens_per_second", sums["tokens"] / seconds)
-      logging.info(
-          "step %d/%d loss %.4f acc %.4f lr %.2e | %.1f steps/s %.0f "
-          "tokens/s | ETA %s", step, total_steps, sums["loss"] / window_steps,
-          sums["correct"] / (window_steps * global_batch),
-          float(optimizer.learning_rate), rate, sums["tokens"] / seconds,
-          format_seconds((total_steps - step) / max(rate, 1e-9)))
-      window_start, window_steps = time.time(), 0
-      sums = dict.fromkeys(sums, 0.0)
+      progress.report(step)
     if step % config.eval_every_steps == 0 or step == total_steps:
-      metrics = evaluate_and_keep_best(step)
+      metrics = keeper.evaluate(step)
     if step % config.checkpoint_every_steps == 0 or step == total_steps:
       save_checkpoint(step, elapsed_before + time.time() - start)
   train_seconds = elapsed_before + time.time() - start
   if metrics is None:  # already finished earlier: just report
-    metrics = evaluate_and_keep_best(step)
+    metrics = keeper.evaluate(step)
+  best = keeper.best
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
              "num_replicas": strategy.num_replicas_in_sync}
