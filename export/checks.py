@@ -126,11 +126,6 @@ def check_saved_model(path):
   return problems
 
 
-def _is_text_op(op):
-  """True if `op` is registered by one of tensorflow_text's op libraries."""
-  return _text_op_names_used(op)
-
-
 @functools.lru_cache(maxsize=None)
 def _text_library_bytes():
   """The contents of tensorflow_text's op libraries, where REGISTER_OP names live."""
@@ -143,7 +138,8 @@ def _text_library_bytes():
 
 
 @functools.lru_cache(maxsize=None)
-def _text_op_names_used(op):
-  """True if a NUL-delimited `op` string is in a tensorflow_text library."""
+def _is_text_op(op):
+  """True if `op` is registered by one of tensorflow_text's op libraries
+  (its name stands NUL-delimited in the library's REGISTER_OP strings)."""
   needle = b"\0" + op.encode() + b"\0"
   return any(needle in blob for blob in _text_library_bytes())

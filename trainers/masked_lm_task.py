@@ -38,10 +38,6 @@ class MaskedLMTask(ClassificationTask):
                                       tf.int32)})
     return model
 
-  def warm_start(self, model, init_checkpoint):
-    from trainers.classification_task import warm_start_backbone
-    warm_start_backbone(model, init_checkpoint)
-
   @staticmethod
   def _max_predictions(sequence_length):
     return max(1, int(round(sequence_length * MASK_RATE)))
