@@ -3,7 +3,8 @@
 `check_saved_model(path)` returns a list of problems (empty = servable):
   - a signature input or output that is ragged/composite, a variant or
     resource, has unknown rank, or is not batch-major (dim 0 must be -1);
-  - XLA-compiled functions (TF Serving runs with XLA off);
+  - XLA-compiled functions and XLA-only ops such as XlaDynamicUpdateSlice
+    (TF Serving runs with XLA off);
   - an op that is neither core TensorFlow nor a tensorflow-text op (the only
     custom ops the TF Serving binary links);
   - missing assets: a file in the asset list that is not in assets/.
@@ -110,7 +111,7 @@ def check_saved_model(path):
           problems.append(f"function {function.signature.name} is XLA-compiled "
                           f"({attr}); export without jit_compile")
     for op in sorted({node.op for node in _all_nodes(meta_graph)}):
-      if op in _XLA_OPS:
+      if op in _XLA_OPS or op.startswith("Xla"):
         problems.append(f"op {op} needs XLA")
       elif op in core_ops:
         continue

@@ -15,16 +15,22 @@ Plain graph functions (no XLA), tokenizer in the graph, vocabulary as an asset.
 import keras
 import tensorflow as tf
 
+from export import warmup
+
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 EXAMPLE_TEXT_FEATURE = "text"
 
 
-def build_archive(model, tokenizer, labels):
+WARMUP_SENTENCES = ("a gripping , funny and deeply moving film .",
+                    "dull , lifeless and far too long .")
+
+
+def build_archive(model, tokenizer, model_config):
   """Returns (archive, {signature: method name other than predict})."""
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.track(tokenizer)
-  label_names = tf.constant(labels)  # [C]
+  label_names = tf.constant(model_config["labels"])  # [C]
 
   def predict_probabilities(text):
     ids = tokenizer(text)  # [B, T]
@@ -59,3 +65,25 @@ def build_archive(model, tokenizer, labels):
       input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
   archive.add_endpoint("encode", encode, input_signature=text_spec)
   return archive, {"classify": CLASSIFY_METHOD}
+
+
+def warmup_logs(model_name):
+  """PredictionLogs replayed before a version takes traffic, one a signature."""
+  sentences = list(WARMUP_SENTENCES)
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      EXAMPLE_TEXT_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[s.encode()]))})) for s in sentences]
+  return [
+      warmup.predict_log(model_name, "serving_default", {"text": sentences}),
+      warmup.classify_log(model_name, "classify", examples),
+      warmup.predict_log(model_name, "encode", {"text": sentences}),
+  ]
+
+
+def limits(model_config):
+  return {
+      "max_input_tokens": model_config["architecture"]["sequence_length"],
+      "truncation": "inputs longer than max_input_tokens word pieces "
+                    "(including [CLS]) are truncated",
+      "unknown_text": "characters outside the vocabulary map to [UNK]",
+  }

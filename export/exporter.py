@@ -14,12 +14,14 @@ import os
 import keras
 import tensorflow as tf
 
-from export import checks, encoder_export, model_card, signature_patch, warmup
+from export import (checks, decoder_export, encoder_export, model_card,
+                    signature_patch, warmup)
 from export.versioning import ExportError, next_version, write_version_atomically
 from zoo import model_config as zoo_model_config
 
-WARMUP_SENTENCES = ("a gripping , funny and deeply moving film .",
-                    "dull , lifeless and far too long .")
+# Per family: build_archive(model, tokenizer, model_config), warmup_logs(name),
+# limits(model_config).
+FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export}
 
 
 @dataclasses.dataclass
@@ -86,35 +88,20 @@ def export_saved_model(config: ExportConfig):
       config.model_dir, config.checkpoint)
   model_config = trainer_config["model"]
   model_name = config.model_name or model_config["task"]
-  if model_config["family"] != "encoder":
+  family = FAMILY_EXPORTS.get(model_config["family"])
+  if family is None:
     raise ExportError(f"no exporter for family {model_config['family']!r}")
   version = config.version or next_version(config.export_base)
-  limits = {
-      "max_input_tokens": model_config["architecture"]["sequence_length"],
-      "truncation": "inputs longer than max_input_tokens word pieces "
-                    "(including [CLS]) are truncated",
-      "unknown_text": "characters outside the vocabulary map to [UNK]",
-  }
 
   def write(path):
-    archive, method_names = encoder_export.build_archive(
-        model, tokenizer, model_config["labels"])
+    archive, method_names = family.build_archive(model, tokenizer, model_config)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
-    examples = [tf.train.Example(features=tf.train.Features(feature={
-        "text": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[s.encode()]))})) for s in WARMUP_SENTENCES]
-    warmup.write_warmup_file(path, [
-        warmup.predict_log(model_name, "serving_default",
-                           {"text": list(WARMUP_SENTENCES)}),
-        warmup.classify_log(model_name, "classify", examples),
-        warmup.predict_log(model_name, "encode",
-                           {"text": list(WARMUP_SENTENCES)}),
-    ])
+    warmup.write_warmup_file(path, family.warmup_logs(model_name))
     card = model_card.build_model_card(
         path, trainer_config, _dev_metrics(config.model_dir),
-        os.path.relpath(checkpoint_path, config.model_dir), limits,
-        parameters=model.count_params())
+        os.path.relpath(checkpoint_path, config.model_dir),
+        family.limits(model_config), parameters=model.count_params())
     model_card.write_model_card(path, card)
     problems = checks.check_saved_model(path)
     if problems:

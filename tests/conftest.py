@@ -79,3 +79,45 @@ def exported_model(tmp_path_factory, trained_model_dir):
   base = tmp_path_factory.mktemp("exports") / "sst2"
   return export_saved_model(ExportConfig(model_dir=trained_model_dir,
                                          export_base=str(base)))
+
+
+SHAKESPEARE_CHARS = 60_000
+
+
+@pytest.fixture(scope="session")
+def shakespeare_subset(tmp_path_factory):
+  """A data_dir whose input.txt is the head of the bundled tiny-shakespeare."""
+  folder = tmp_path_factory.mktemp("shakespeare_subset")
+  bundled = os.path.join(REPO_ROOT, "data", "tinyshakespeare", "input.txt")
+  with open(bundled, encoding="utf-8") as f:
+    text = f.read(SHAKESPEARE_CHARS)
+  with open(folder / "input.txt", "w", encoding="utf-8") as f:
+    f.write(text)
+  return str(folder)
+
+
+def tiny_lm_config(model_dir, data_dir, **overrides):
+  """tiny_config for the character-level LM (decoder family, tiny preset)."""
+  values = dict(task="shakespeare", batch_size=16, learning_rate=3e-3)
+  values.update(overrides)
+  return tiny_config(model_dir, data_dir, **values)
+
+
+@pytest.fixture(scope="session")
+def trained_lm_dir(tmp_path_factory, shakespeare_subset):
+  """A tiny character LM trained for a few steps (in this process)."""
+  import keras
+  from trainers.loop import train_and_evaluate
+  model_dir = tmp_path_factory.mktemp("shakespeare_tiny")
+  train_and_evaluate(tiny_lm_config(model_dir, shakespeare_subset))
+  keras.mixed_precision.set_global_policy("float32")
+  return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def exported_lm(tmp_path_factory, trained_lm_dir):
+  """Path of one exported version of the tiny character LM."""
+  from export.exporter import ExportConfig, export_saved_model
+  base = tmp_path_factory.mktemp("lm_exports") / "shakespeare"
+  return export_saved_model(ExportConfig(model_dir=trained_lm_dir,
+                                         export_base=str(base)))

@@ -36,6 +36,11 @@ class BestCheckpointKeeper:
     with self._weights_context():
       return self._evaluate(step)
 
+  def _better(self, value, best):
+    if self._task.higher_is_better:
+      return value > best
+    return value < best
+
   def _evaluate(self, step):
     key = self._task.primary_metric
     metrics = self._task.evaluate(self._predict, self._dataset)
@@ -43,7 +48,7 @@ class BestCheckpointKeeper:
       for name in SUMMARY_METRICS:
         if name in metrics:
           tf.summary.scalar(name, metrics[name])
-    if self.best is None or metrics[key] > self.best[key]:
+    if self.best is None or self._better(metrics[key], self.best[key]):
       self._manager.save(checkpoint_number=step)
       self.best = dict(metrics, step=step)
       write_json(self._metrics_path, self.best)

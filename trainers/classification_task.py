@@ -42,6 +42,8 @@ class ClassificationTask:
 
   family = "encoder"
   primary_metric = "accuracy"
+  higher_is_better = True
+  eval_split = "dev"
 
   def __init__(self, spec, config):
     self.spec = spec
@@ -52,6 +54,10 @@ class ClassificationTask:
 
   def split_path(self, split):
     return os.path.join(self.data_dir, f"{split}.tsv")
+
+  def describe_eval_data(self, split_or_path):
+    return (split_or_path if split_or_path.endswith(".tsv")
+            else self.split_path(split_or_path))
 
   def read_split(self, split_or_path):
     path = (split_or_path if split_or_path.endswith(".tsv")

@@ -1,11 +1,16 @@
-"""Evaluate a classifier: `python -m trainers.evaluate --task=sst2 --model_dir=DIR`.
+"""Evaluate a model: `python -m trainers.evaluate --task=sst2 --model_dir=DIR`.
 
 From a checkpoint (--model_dir, best by default) or from an exported
-SavedModel (--saved_model=DIR/<version>, through its serving_default
-signature, so the figure is what a server returns), on the dev split or any
-`sentence<TAB>label` TSV (--eval_file). Prints accuracy with a 95% bootstrap
-interval, precision, recall, F1 and the confusion matrix; --output_json writes
-them.
+SavedModel (--saved_model=DIR/<version>, through its serving signatures, so
+the figure is what a server returns).
+  Classifiers (sst2): on the dev split or any `sentence<TAB>label` TSV
+    (--eval_file); accuracy with a 95% bootstrap interval, precision, recall,
+    F1 and the confusion matrix.
+  Language models (shakespeare): on the validation text (the last 10%) or any
+    UTF-8 text file (--eval_file); loss in nats per character with a 95%
+    bootstrap interval, perplexity and bits per character. The export is
+    scored through its `score` signature.
+--output_json writes the metrics.
 """
 
 import json
@@ -22,7 +27,9 @@ flags.DEFINE_string("model_dir", "", "Trainer model_dir (checkpoint evaluation).
 flags.DEFINE_string("checkpoint", "best", "best, latest or a checkpoint prefix.")
 flags.DEFINE_string("saved_model", "", "An exported version directory.")
 flags.DEFINE_string("data_dir", "", "Task data folder (default: bundled data).")
-flags.DEFINE_string("eval_file", "", "A sentence<TAB>label TSV (default: dev split).")
+flags.DEFINE_string("eval_file", "", "A sentence<TAB>label TSV for classifiers, "
+                    "a text file for language models (default: the task's "
+                    "dev/validation split).")
 flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.", lower_bound=1)
 flags.DEFINE_string("output_json", "", "Also write the metrics here.")
 FLAGS = flags.FLAGS
@@ -42,15 +49,23 @@ def evaluate_checkpoint(task, model_dir, checkpoint, split_or_path, batch_size):
   return dict(metrics, source=path)
 
 
-def evaluate_saved_model(task, saved_model, split_or_path, batch_size):
-  import numpy as np
+def load_signature(saved_model, key):
   import tensorflow as tf
   import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
-  from trainers.metrics import classification_metrics
   try:
-    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    return tf.saved_model.load(saved_model).signatures[key]
   except (OSError, ValueError, KeyError) as e:
-    raise UserError(f"cannot load SavedModel {saved_model}: {e}")
+    raise UserError(f"cannot load signature {key!r} of SavedModel "
+                    f"{saved_model}: {e!r}")
+
+
+def evaluate_saved_model(task, saved_model, split_or_path, batch_size):
+  if task.family == "decoder":
+    return score_saved_model(task, saved_model, split_or_path, batch_size)
+  import numpy as np
+  import tensorflow as tf
+  from trainers.metrics import classification_metrics
+  serve = load_signature(saved_model, "serving_default")
   sentences, labels = task.read_split(split_or_path)
   predicted = []
   for start in range(0, len(sentences), batch_size):
@@ -61,11 +76,41 @@ def evaluate_saved_model(task, saved_model, split_or_path, batch_size):
   return dict(metrics, source=saved_model)
 
 
+def score_saved_model(task, saved_model, split_or_path, batch_size):
+  """Language-model metrics from the export's `score` signature."""
+  import numpy as np
+  import tensorflow as tf
+  from trainers.language_model_data import evaluation_chunks
+  from trainers.metrics import language_model_metrics
+  score = load_signature(saved_model, "score")
+  chunks = evaluation_chunks(task.eval_text(split_or_path),
+                             saved_model_context(saved_model))
+  losses, counts = [], []
+  for start in range(0, len(chunks), batch_size):
+    out = score(text=tf.constant(chunks[start:start + batch_size]))
+    losses.append(-out["log_likelihood"].numpy())
+    counts.append(out["num_tokens"].numpy())
+  return dict(language_model_metrics(np.concatenate(losses),
+                                     np.concatenate(counts)),
+              source=saved_model)
+
+
+def saved_model_context(saved_model):
+  """The context length recorded in the export's model card."""
+  import os
+  path = os.path.join(saved_model, "assets.extra", "model_card.json")
+  try:
+    with open(path) as f:
+      return json.load(f)["architecture"]["sequence_length"]
+  except (OSError, KeyError, ValueError) as e:
+    raise UserError(f"{path}: cannot read the context length ({e!r})")
+
+
 def run(argv_flags):
   from trainers.tasks import get_task
   task = get_task(TrainConfig(task=argv_flags.task,
                               data_dir=argv_flags.data_dir))
-  split_or_path = argv_flags.eval_file or "dev"
+  split_or_path = argv_flags.eval_file or task.eval_split
   if bool(argv_flags.model_dir) == bool(argv_flags.saved_model):
     raise UserError("pass exactly one of --model_dir or --saved_model")
   if argv_flags.saved_model:
@@ -75,9 +120,11 @@ def run(argv_flags):
     metrics = evaluate_checkpoint(task, argv_flags.model_dir,
                                   argv_flags.checkpoint, split_or_path,
                                   argv_flags.batch_size)
-  metrics["data"] = (split_or_path if split_or_path.endswith(".tsv")
-                     else task.split_path(split_or_path))
-  print_report(metrics)
+  metrics["data"] = task.describe_eval_data(split_or_path)
+  if task.family == "decoder":
+    print_language_model_report(metrics)
+  else:
+    print_report(metrics)
   if argv_flags.output_json:
     write_json(argv_flags.output_json, metrics)
   return metrics
@@ -97,6 +144,19 @@ def print_report(metrics):
   print("true \\ pred".ljust(width) + "".join(l.rjust(width) for l in labels))
   for label, row in zip(labels, metrics["confusion_matrix"]):
     print(label.ljust(width) + "".join(str(n).rjust(width) for n in row))
+  sys.stdout.flush()
+
+
+def print_language_model_report(metrics):
+  low, high = metrics["loss_ci95"]
+  print(f"model:      {metrics['source']}")
+  print(f"data:       {metrics['data']} ({metrics['characters']} characters)")
+  print(f"loss:       {metrics['loss']:.4f} nats/char  (95% CI {low:.4f}-"
+        f"{high:.4f})")
+  print(f"perplexity: {metrics['perplexity']:.3f}")
+  print(f"bits/char:  {metrics['bits_per_character']:.4f}")
+  if "accuracy" in metrics:
+    print(f"next-char accuracy: {metrics['accuracy']:.4f}")
   sys.stdout.flush()
 
 

@@ -55,3 +55,36 @@ def bootstrap_interval(correct, num_samples=1000, confidence=0.95, seed=0):
   means = correct[indices].mean(axis=1)
   tail = (1.0 - confidence) / 2.0 * 100.0
   return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def language_model_metrics(chunk_losses, chunk_counts, correct=None,
+                           num_samples=1000, confidence=0.95, seed=0):
+  """Loss in nats per token, perplexity, bits per token, with a bootstrap CI.
+
+  chunk_losses: summed negative log-likelihood of each evaluation chunk;
+  chunk_counts: tokens scored in each chunk; correct: optional number of
+  exactly predicted tokens per chunk (next-token accuracy). The 95% interval
+  of the loss resamples whole chunks (the tokens inside a chunk are not
+  independent).
+  """
+  losses = np.asarray(chunk_losses, np.float64)
+  counts = np.asarray(chunk_counts, np.float64)
+  total = max(counts.sum(), 1.0)
+  loss = float(losses.sum() / total)
+  rng = np.random.default_rng(seed)
+  indices = rng.integers(0, len(losses), size=(num_samples, len(losses)))
+  resampled = losses[indices].sum(axis=1) / np.maximum(
+      counts[indices].sum(axis=1), 1.0)
+  tail = (1.0 - confidence) / 2.0 * 100.0
+  metrics = {
+      "loss": loss,
+      "loss_ci95": [float(np.percentile(resampled, tail)),
+                    float(np.percentile(resampled, 100 - tail))],
+      "perplexity": float(np.exp(loss)),
+      "bits_per_character": loss / float(np.log(2.0)),
+      "characters": int(counts.sum()),
+      "chunks": int(len(losses)),
+  }
+  if correct is not None:
+    metrics["accuracy"] = float(np.sum(correct) / total)
+  return metrics

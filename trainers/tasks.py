@@ -2,9 +2,10 @@
 
 from trainers.classification_task import SST2, ClassificationTask
 from trainers.errors import UserError
+from trainers.language_model_task import LanguageModelTask
 from trainers.masked_lm_task import MaskedLMTask
 
-TASK_NAMES = ("sst2", "sst2_mlm")
+TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare")
 
 
 def get_task(config):
@@ -13,4 +14,7 @@ def get_task(config):
     return ClassificationTask(SST2, config)
   if config.task == "sst2_mlm":  # masked-LM pretraining on SST-2's train text
     return MaskedLMTask(SST2, config)
+  if config.task == "shakespeare":  # character-level LM on tiny-shakespeare
+    return LanguageModelTask("shakespeare", "tinyshakespeare", "input.txt",
+                             config)
   raise UserError(f"Unknown task {config.task!r}; choose one of {TASK_NAMES}")

@@ -10,13 +10,14 @@ from absl import app, flags
 from trainers import config as config_lib
 from trainers.errors import run_reporting_user_errors
 from trainers.tasks import TASK_NAMES
-from zoo.presets import ENCODER_PRESETS
+from zoo.presets import PRESETS
 
 _DEFAULTS = config_lib.TrainConfig()
 
 flags.DEFINE_enum("task", _DEFAULTS.task, TASK_NAMES, "Task to train.")
-flags.DEFINE_enum("preset", _DEFAULTS.preset, sorted(ENCODER_PRESETS),
-                  "Model size preset (zoo/presets.py).")
+flags.DEFINE_enum("preset", _DEFAULTS.preset,
+                  sorted(set().union(*PRESETS.values())),
+                  "Model size preset of the task's family (zoo/presets.py).")
 flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries, "
                     "config.json and the vocabulary. Rerun to resume.")
 flags.DEFINE_string("data_dir", "", "Folder with the task's data files "

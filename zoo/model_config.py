@@ -3,22 +3,25 @@
 The trainer writes this dict to `model_dir/config.json` under "model"; export
 and evaluation call `build_tokenizer` and `build_model` with it, so they never
 need the trainer's flags. Keys:
-  family: "encoder"
+  family: "encoder" or "decoder"
   head: "classifier" (default) or "masked_lm" (pretraining)
   task: the task name the model was trained for
   preset: the preset name the architecture came from
   architecture: the preset dict, with vocabulary_size set to the real vocabulary
   labels: class names in id order (classifiers)
   vocabulary_file: path relative to the model_dir (or absolute)
+  start_text: the character every text is read after (decoders)
 """
 
 import os
 
+from zoo.tasks.causal_lm import build_causal_lm
 from zoo.tasks.masked_lm import build_masked_lm
 from zoo.tasks.text_classifier import build_text_classifier
+from zoo.tokenizers import characters
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
-FAMILIES = ("encoder",)
+FAMILIES = ("encoder", "decoder")
 
 
 def vocabulary_path(model_config, model_dir):
@@ -34,6 +37,11 @@ def build_tokenizer(model_config, model_dir):
         vocabulary_path(model_config, model_dir),
         sequence_length=model_config["architecture"]["sequence_length"],
         name="tokenizer")
+  if family == "decoder":
+    return characters.CharacterTokenizer(
+        vocabulary_path(model_config, model_dir),
+        sequence_length=model_config["architecture"]["sequence_length"],
+        start_text=model_config.get("start_text", "\n"), name="tokenizer")
   raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
 
 
@@ -45,4 +53,8 @@ def build_model(model_config):
   if family == "encoder":
     return build_text_classifier(model_config["architecture"],
                                  num_classes=len(model_config["labels"]))
+  if family == "decoder":  # padding and unknown are never generated
+    return build_causal_lm(model_config["architecture"],
+                           suppressed_ids=(characters.PAD_ID,
+                                           characters.UNK_ID))
   raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")

@@ -1,0 +1,243 @@
+"""Causal transformer decoder backbone (GPT-style, pre-LayerNorm, GELU).
+
+One model file to read top to bottom, nanoGPT style. Choices:
+  - pre-LayerNorm blocks and a final LayerNorm: stable without warmup tricks
+    at small sizes;
+  - learned absolute position embeddings (keras_hub PositionEmbedding, which
+    takes a start index, so one decoding step embeds position t alone);
+  - token embedding tied to the output projection (keras_hub
+    ReversibleEmbedding): fewer parameters, and better at this data size;
+  - our own attention with an explicit key/value cache rather than keras_hub's
+    TransformerDecoder: its cache update uses `slice_update`, which the
+    TensorFlow backend lowers to an XLA-only op that TF Serving cannot run.
+    Here the cache is updated with a position mask (`tf.where`), a core op.
+
+Cache layout, per block: keys and values float[B, T_max, H, Dh]; the backbone's
+cache is a tuple of (keys, values) pairs, one per block.
+"""
+
+import math
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CausalSelfAttention(keras.layers.Layer):
+  """Multi-head self-attention where position t sees positions <= t only."""
+
+  def __init__(self, hidden_dim, num_heads, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    if hidden_dim % num_heads:
+      raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
+                       f"num_heads={num_heads}")
+    self.hidden_dim = hidden_dim
+    self.num_heads = num_heads
+    self.head_dim = hidden_dim // num_heads
+    self.dropout = dropout
+    init = keras.initializers.RandomNormal(stddev=0.02)
+    self.qkv = keras.layers.Dense(3 * hidden_dim, kernel_initializer=init,
+                                  dtype=self.dtype_policy, name="qkv")
+    self.output_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init,
+                                           dtype=self.dtype_policy, name="output")
+    self.attention_dropout = keras.layers.Dropout(dropout)
+
+  def build(self, input_shape):
+    self.qkv.build(input_shape)
+    self.output_dense.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
+    self.built = True
+
+  def _project(self, x):
+    """x float[B, S, D] -> q, k, v float[B, S, H, Dh]."""
+    batch, length = tf.shape(x)[0], tf.shape(x)[1]
+    qkv = tf.reshape(self.qkv(x),
+                     [batch, length, 3, self.num_heads, self.head_dim])
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+  def _attend(self, q, k, v, mask, training):
+    """q [B,S,H,Dh], k/v [B,T,H,Dh], mask bool[S,T] or [B,S,T] -> [B,S,D]."""
+    scores = tf.einsum("bshd,bthd->bhst", q, k) / math.sqrt(self.head_dim)
+    scores = tf.cast(scores, tf.float32)  # softmax in float32 under mixed precision
+    mask = mask[None, None] if mask.shape.rank == 2 else mask[:, None]
+    scores = tf.where(mask, scores, tf.constant(-1e9, tf.float32))  # [B,H,S,T]
+    weights = tf.cast(tf.nn.softmax(scores, axis=-1), q.dtype)
+    weights = self.attention_dropout(weights, training=training)
+    out = tf.einsum("bhst,bthd->bshd", weights, v)  # [B, S, H, Dh]
+    batch, length = tf.shape(q)[0], tf.shape(q)[1]
+    return self.output_dense(tf.reshape(out, [batch, length, self.hidden_dim]))
+
+  def call(self, x, training=None):
+    """float[B, T, D] -> (float[B, T, D], keys, values [B, T, H, Dh])."""
+    q, k, v = self._project(x)
+    length = tf.shape(x)[1]
+    causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+    return self._attend(q, k, v, causal, training), k, v
+
+  def call_step(self, x, position, keys, values):
+    """One position for every row: x float[B, 1, D] at `position` (scalar).
+
+    keys/values float[B, T_max, H, Dh] hold positions < position; returns
+    (float[B, 1, D], keys, values) with this position written in.
+    """
+    q, k, v = self._project(x)  # [B, 1, H, Dh]
+    positions = tf.range(tf.shape(keys)[1])  # [T_max]
+    here = tf.equal(positions, position)[None, :, None, None]  # [1, T_max, 1, 1]
+    keys = tf.where(here, tf.cast(k, keys.dtype), keys)
+    values = tf.where(here, tf.cast(v, values.dtype), values)
+    visible = (positions <= position)[None, :]  # [1, T_max]
+    return self._attend(q, keys, values, visible, training=False), keys, values
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
+                  dropout=self.dropout)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DecoderBlock(keras.layers.Layer):
+  """x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, hidden_dim, num_heads, intermediate_dim, dropout=0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_dim = hidden_dim
+    self.num_heads = num_heads
+    self.intermediate_dim = intermediate_dim
+    self.dropout = dropout
+    init = keras.initializers.RandomNormal(stddev=0.02)
+    policy = self.dtype_policy
+    self.attention_norm = keras.layers.LayerNormalization(
+        epsilon=1e-5, dtype=policy, name="attention_norm")
+    self.attention = CausalSelfAttention(hidden_dim, num_heads, dropout,
+                                         dtype=policy, name="attention")
+    self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy,
+                                                    name="mlp_norm")
+    self.mlp_in = keras.layers.Dense(intermediate_dim, activation="gelu",
+                                     kernel_initializer=init, dtype=policy,
+                                     name="mlp_in")
+    self.mlp_out = keras.layers.Dense(hidden_dim, kernel_initializer=init,
+                                      dtype=policy, name="mlp_out")
+    self.residual_dropout = keras.layers.Dropout(dropout)
+
+  def build(self, input_shape):
+    self.attention_norm.build(input_shape)
+    self.attention.build(input_shape)
+    self.mlp_norm.build(input_shape)
+    self.mlp_in.build(input_shape)
+    self.mlp_out.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+    self.built = True
+
+  def _mlp(self, x, training):
+    h = self.mlp_out(self.mlp_in(self.mlp_norm(x)))
+    return x + self.residual_dropout(h, training=training)
+
+  def call(self, x, training=None):
+    """float[B, T, D] -> (float[B, T, D], keys, values [B, T, H, Dh])."""
+    h, k, v = self.attention(self.attention_norm(x), training=training)
+    x = x + self.residual_dropout(h, training=training)
+    return self._mlp(x, training), k, v
+
+  def call_step(self, x, position, keys, values):
+    h, keys, values = self.attention.call_step(self.attention_norm(x), position,
+                                               keys, values)
+    return self._mlp(x + h, training=False), keys, values
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DecoderBackbone(keras.Model):
+  """int[B, T] token ids -> float[B, T, D]; position t depends on ids[:, :t+1]."""
+
+  def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
+               num_heads, intermediate_dim, dropout=0.0, **kwargs):
+    super().__init__(**kwargs)
+    self.vocabulary_size = vocabulary_size
+    self.sequence_length = sequence_length
+    self.hidden_dim = hidden_dim
+    self.num_layers = num_layers
+    self.num_heads = num_heads
+    self.intermediate_dim = intermediate_dim
+    self.dropout = dropout
+    init = keras.initializers.RandomNormal(stddev=0.02)
+    self.token_embedding = keras_hub.layers.ReversibleEmbedding(
+        vocabulary_size, hidden_dim, tie_weights=True,
+        embeddings_initializer=init, name="token_embedding")
+    self.position_embedding = keras_hub.layers.PositionEmbedding(
+        sequence_length, initializer=init, name="position_embedding")
+    self.embedding_dropout = keras.layers.Dropout(dropout)
+    # One attribute per block (not a list): TF checkpoints track attributes.
+    for i in range(num_layers):
+      setattr(self, f"block_{i}", DecoderBlock(
+          hidden_dim, num_heads, intermediate_dim, dropout, name=f"block_{i}"))
+    self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5,
+                                                      name="final_norm")
+
+  @property
+  def blocks(self):
+    return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
+
+  def _embed(self, token_ids, start_index=0):
+    x = self.token_embedding(token_ids)  # [B, S, D]
+    return x + self.position_embedding(x, start_index=start_index)
+
+  def call(self, token_ids, training=None):
+    return self.call_with_cache(token_ids, training=training)[0]
+
+  def call_with_cache(self, token_ids, training=None):
+    """ids int[B, T] -> (float[B, T, D], cache of T positions)."""
+    x = self.embedding_dropout(self._embed(token_ids), training=training)
+    cache = []
+    for block in self.blocks:
+      x, k, v = block(x, training=training)
+      cache.append((k, v))
+    return self.final_norm(x), tuple(cache)
+
+  def call_step(self, token_ids, position, cache):
+    """ids int[B, 1] at scalar `position` -> (float[B, 1, D], updated cache).
+
+    `cache` holds every block's (keys, values) float[B, T_max, H, Dh] for
+    positions < position; positions >= position are ignored.
+    """
+    x = self._embed(token_ids, start_index=position)  # [B, 1, D]
+    new_cache = []
+    for block, (keys, values) in zip(self.blocks, cache):
+      x, keys, values = block.call_step(x, position, keys, values)
+      new_cache.append((keys, values))
+    return self.final_norm(x), tuple(new_cache)
+
+  def empty_cache(self, batch_size, dtype=tf.float32):
+    """Zeros for every block: ((keys, values) float[B, T_max, H, Dh], ...)."""
+    shape = [batch_size, self.sequence_length, self.num_heads,
+             self.hidden_dim // self.num_heads]
+    return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype))
+                 for _ in range(self.num_layers))
+
+  def logits(self, hidden):
+    """float[B, T, D] -> float[B, T, V] through the tied embedding."""
+    return self.token_embedding(hidden, reverse=True)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(vocabulary_size=self.vocabulary_size,
+                  sequence_length=self.sequence_length,
+                  hidden_dim=self.hidden_dim, num_layers=self.num_layers,
+                  num_heads=self.num_heads,
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+    return config
+
+
+def build_decoder_backbone(preset):
+  """A DecoderBackbone from a preset dict (see zoo.presets)."""
+  return DecoderBackbone(
+      vocabulary_size=preset["vocabulary_size"],
+      sequence_length=preset["sequence_length"],
+      hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
+      num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
+      dropout=preset["dropout"], name="backbone")
