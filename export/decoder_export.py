@@ -35,8 +35,12 @@ def prompt_ids(tokenizer, prompt):
 
 
 def generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k,
-                  top_p, seed):
-  """The `generate` computation: returns {text string[B], num_tokens int32[B]}."""
+                  top_p, seed, use_cache=True):
+  """The `generate` computation: returns {text string[B], num_tokens int32[B]}.
+
+  use_cache=False recomputes the whole context at every step (a benchmark
+  baseline; exports always use the cache).
+  """
   context = model.backbone.sequence_length
   ids, lengths = prompt_ids(tokenizer, prompt)
   with tf.control_dependencies([tf.debugging.assert_equal(
@@ -45,7 +49,7 @@ def generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k,
     budget = tf.clip_by_value(max_new_tokens, 0, context - 1)  # validated below
   ids, lengths = fit_prompts(ids, lengths, budget, context)  # [B, T], [B]
   tokens, generated = model.generate(ids, lengths, max_new_tokens, temperature,
-                                     top_k, top_p, seed)
+                                     top_k, top_p, seed, use_cache=use_cache)
   new_tokens = continuation(tokens, lengths, generated)  # [B, T]
   return {"text": tokenizer.detokenize(new_tokens), "num_tokens": generated}
 

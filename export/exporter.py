@@ -15,13 +15,14 @@ import keras
 import tensorflow as tf
 
 from export import (checks, decoder_export, encoder_export, model_card,
-                    signature_patch, warmup)
+                    seq2seq_export, signature_patch, warmup)
 from export.versioning import ExportError, next_version, write_version_atomically
 from zoo import model_config as zoo_model_config
 
 # Per family: build_archive(model, tokenizer, model_config), warmup_logs(name),
 # limits(model_config).
-FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export}
+FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export,
+                  "seq2seq": seq2seq_export}
 
 
 @dataclasses.dataclass
@@ -76,7 +77,7 @@ def load_trained_model(model_dir, checkpoint="best"):
   keras.mixed_precision.set_global_policy("float32")
   tokenizer = zoo_model_config.build_tokenizer(model_config, model_dir)
   model = zoo_model_config.build_model(model_config)
-  model(tokenizer(tf.constant(["build"])))  # create the variables
+  model(zoo_model_config.dummy_inputs(model_config))  # create the variables
   status = tf.train.Checkpoint(model=model).restore(checkpoint_path)
   status.expect_partial().assert_existing_objects_matched()
   return model, tokenizer, trainer_config, checkpoint_path

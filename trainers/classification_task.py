@@ -125,6 +125,11 @@ class ClassificationTask:
     return classification_data.eval_dataset(sentences, labels, tokenizer,
                                             batch_size)
 
+  def count_tokens(self, features, unused_targets):
+    """Non-padding input tokens in a batch (for tokens/s)."""
+    ids = features["token_ids"] if isinstance(features, dict) else features
+    return tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
+
   def per_example_loss(self, labels, logits):
     """float32[B] cross-entropy, with optional label smoothing."""
     num_classes = len(self.spec.labels)

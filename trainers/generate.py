@@ -10,6 +10,7 @@ keyed by (seed, position), a streamed sample is the same text as an
 unstreamed one as long as prompt and continuation fit in the context.
 """
 
+import re
 import sys
 
 from absl import app, flags
@@ -75,10 +76,8 @@ def load_generate_fn(model_dir="", saved_model="", checkpoint="best"):
 
 def assertion_message(message):
   """The readable part of a graph assert's error ('... must be ...')."""
-  for line in message.splitlines():
-    if "must" in line:
-      return line.strip().removeprefix("assertion failed: ").strip("[]")
-  return message.strip().splitlines()[0]
+  found = re.search(r"assertion failed: \[([^\]]*)\]", message)
+  return found.group(1) if found else message.strip().splitlines()[0]
 
 
 def sample(generate, prompt, seed, argv_flags, write=sys.stdout.write):

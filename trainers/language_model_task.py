@@ -61,6 +61,8 @@ class LanguageModelTask:
                                           architecture))
     except ValueError as e:
       raise UserError(str(e))
+    if architecture["sequence_length"] < 2:
+      raise UserError("a language model needs sequence_length >= 2")
     code_points = learn_character_vocabulary(self.splits()[0])
     write_character_vocabulary(code_points,
                                os.path.join(model_dir, VOCABULARY_FILE))
@@ -80,6 +82,11 @@ class LanguageModelTask:
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches):
     ids = data.text_ids(tokenizer, self.splits()[0]).numpy()
+    if len(ids) <= tokenizer.sequence_length:
+      raise UserError(
+          f"{self.path}: the training split has {len(ids)} characters; a "
+          f"training window needs sequence_length + 1 = "
+          f"{tokenizer.sequence_length + 1}")
     return data.train_dataset(ids, tokenizer.sequence_length,
                               global_batch_size, self.config.seed, skip_batches)
 
@@ -96,6 +103,9 @@ class LanguageModelTask:
   def eval_dataset(self, tokenizer, batch_size, split_or_path="validation"):
     return data.eval_dataset(self.eval_text(split_or_path), tokenizer,
                              batch_size)
+
+  def count_tokens(self, features, unused_targets):
+    return tf.cast(tf.size(features), tf.float32)
 
   def per_example_loss(self, targets, logits):
     """Mean next-token cross-entropy of each window: float32[B]."""

@@ -4,8 +4,9 @@ from trainers.classification_task import SST2, ClassificationTask
 from trainers.errors import UserError
 from trainers.language_model_task import LanguageModelTask
 from trainers.masked_lm_task import MaskedLMTask
+from trainers.translation_task import MULTI30K_DE_EN, TranslationTask
 
-TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare")
+TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare", "multi30k_de_en")
 
 
 def get_task(config):
@@ -17,4 +18,6 @@ def get_task(config):
   if config.task == "shakespeare":  # character-level LM on tiny-shakespeare
     return LanguageModelTask("shakespeare", "tinyshakespeare", "input.txt",
                              config)
+  if config.task == "multi30k_de_en":  # German to English translation
+    return TranslationTask(MULTI30K_DE_EN, config)
   raise UserError(f"Unknown task {config.task!r}; choose one of {TASK_NAMES}")

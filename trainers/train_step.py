@@ -16,7 +16,6 @@ def make_train_step(strategy, model, optimizer, task, global_batch_size,
 
   @tf.function(jit_compile=jit_compile)
   def forward_backward(features, targets):
-    ids = features["token_ids"] if isinstance(features, dict) else features
     with tf.GradientTape() as tape:
       logits = model(features, training=True)  # [b, ...]
       per_example = task.per_example_loss(targets, logits)  # [b]
@@ -25,7 +24,7 @@ def make_train_step(strategy, model, optimizer, task, global_batch_size,
       scaled_loss = optimizer.scale_loss(loss)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     correct = tf.reduce_sum(task.correct_predictions(targets, logits))
-    tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
+    tokens = task.count_tokens(features, targets)
     return loss, correct, tokens, grads
 
   def replica_step(features, targets):

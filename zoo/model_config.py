@@ -3,7 +3,7 @@
 The trainer writes this dict to `model_dir/config.json` under "model"; export
 and evaluation call `build_tokenizer` and `build_model` with it, so they never
 need the trainer's flags. Keys:
-  family: "encoder" or "decoder"
+  family: "encoder", "decoder" or "seq2seq"
   head: "classifier" (default) or "masked_lm" (pretraining)
   task: the task name the model was trained for
   preset: the preset name the architecture came from
@@ -18,10 +18,12 @@ import os
 from zoo.tasks.causal_lm import build_causal_lm
 from zoo.tasks.masked_lm import build_masked_lm
 from zoo.tasks.text_classifier import build_text_classifier
+from zoo.tasks.translator import build_translator
 from zoo.tokenizers import characters
+from zoo.tokenizers.sentencepiece import SentencePieceTokenizer
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
-FAMILIES = ("encoder", "decoder")
+FAMILIES = ("encoder", "decoder", "seq2seq")
 
 
 def vocabulary_path(model_config, model_dir):
@@ -42,6 +44,11 @@ def build_tokenizer(model_config, model_dir):
         vocabulary_path(model_config, model_dir),
         sequence_length=model_config["architecture"]["sequence_length"],
         start_text=model_config.get("start_text", "\n"), name="tokenizer")
+  if family == "seq2seq":
+    return SentencePieceTokenizer(
+        vocabulary_path(model_config, model_dir),
+        sequence_length=model_config["architecture"]["sequence_length"],
+        name="tokenizer")
   raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
 
 
@@ -57,4 +64,15 @@ def build_model(model_config):
     return build_causal_lm(model_config["architecture"],
                            suppressed_ids=(characters.PAD_ID,
                                            characters.UNK_ID))
+  if family == "seq2seq":
+    return build_translator(model_config["architecture"])
   raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
+
+
+def dummy_inputs(model_config):
+  """Zero inputs of the model's shape (a call with them creates the variables)."""
+  import tensorflow as tf
+  ids = tf.zeros([1, model_config["architecture"]["sequence_length"]], tf.int32)
+  if model_config["family"] == "seq2seq":
+    return {"source_ids": ids, "target_ids": ids}
+  return ids

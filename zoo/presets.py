@@ -35,7 +35,20 @@ DECODER_PRESETS = {
                   dropout=0.0),
 }
 
-PRESETS = {"encoder": ENCODER_PRESETS, "decoder": DECODER_PRESETS}
+# Encoder-decoders over a joint SentencePiece vocabulary. sequence_length is
+# the longest source and the longest target, in pieces (EOS included).
+SEQ2SEQ_PRESETS = {
+    "tiny": dict(vocabulary_size=500, sequence_length=32, hidden_dim=32,
+                 num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
+                 intermediate_dim=64, dropout=0.0, max_beam_size=4),
+    # The Multi30k recipe: <= 90 minutes on 2 CPU cores.
+    "small": dict(vocabulary_size=8000, sequence_length=64, hidden_dim=256,
+                  num_encoder_layers=3, num_decoder_layers=3, num_heads=4,
+                  intermediate_dim=1024, dropout=0.1, max_beam_size=8),
+}
+
+PRESETS = {"encoder": ENCODER_PRESETS, "decoder": DECODER_PRESETS,
+           "seq2seq": SEQ2SEQ_PRESETS}
 
 
 def get_preset(family, name):

@@ -71,6 +71,7 @@ class CharacterTokenizer(keras.layers.Layer):
     self._to_code_point = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
         self.vocabulary_file, tf.int64, line, tf.int64, 0),
         default_value=REPLACEMENT_CHARACTER)
+    self.built = True  # no weights: usable (and exportable) as constructed
 
   def tokenize(self, strings):
     """Ragged ids without the start id or truncation: int32[B, (T)]."""

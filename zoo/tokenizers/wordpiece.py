@@ -77,6 +77,7 @@ class WordPieceTokenizer(keras.layers.Layer):
         token_out_type=tf.int64,
         unknown_token=UNK,
     )
+    self.built = True  # no weights: usable (and exportable) as constructed
 
   def tokenize(self, strings):
     """Ragged ids without [CLS] or truncation: int64[B, (T)]."""
