@@ -30,7 +30,7 @@ class ExportConfig:
   model_dir: str  # a trainer's model_dir (config.json, vocab, checkpoints)
   export_base: str  # versions are written to export_base/<version>/
   version: int = 0  # 0 = a new, larger version (a timestamp)
-  checkpoint: str = "best"  # best, latest, or a checkpoint path prefix
+  checkpoint: str = "best"  # best, latest, averaged, or a checkpoint path prefix
   model_name: str = ""  # model name in warmup requests; '' = the task name
 
 
@@ -46,9 +46,13 @@ def _read_trainer_config(model_dir):
     raise ExportError(f"cannot read {path}: {e}") from e
 
 
+CHECKPOINT_FOLDERS = {"best": "best", "latest": "checkpoints",
+                      "averaged": "averaged"}
+
+
 def resolve_checkpoint(model_dir, which):
-  if which in ("best", "latest"):
-    folder = os.path.join(model_dir, "best" if which == "best" else "checkpoints")
+  if which in CHECKPOINT_FOLDERS:
+    folder = os.path.join(model_dir, CHECKPOINT_FOLDERS[which])
     path = tf.train.latest_checkpoint(folder)
     if path is None and which == "best":  # no eval yet: fall back to latest
       path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
@@ -60,8 +64,9 @@ def resolve_checkpoint(model_dir, which):
   return which
 
 
-def _dev_metrics(model_dir):
-  path = os.path.join(model_dir, "best", "metrics.json")
+def _dev_metrics(model_dir, which="best"):
+  folder = CHECKPOINT_FOLDERS.get(which, "best")
+  path = os.path.join(model_dir, folder, "metrics.json")
   if not os.path.isfile(path):
     return None
   with open(path) as f:
@@ -100,7 +105,7 @@ def export_saved_model(config: ExportConfig):
     signature_patch.set_method_names(path, method_names)
     warmup.write_warmup_file(path, family.warmup_logs(model_name))
     card = model_card.build_model_card(
-        path, trainer_config, _dev_metrics(config.model_dir),
+        path, trainer_config, _dev_metrics(config.model_dir, config.checkpoint),
         os.path.relpath(checkpoint_path, config.model_dir),
         family.limits(model_config), parameters=model.count_params())
     model_card.write_model_card(path, card)

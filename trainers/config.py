@@ -26,7 +26,8 @@ class TrainConfig:
   train_steps: int = 0  # total optimizer steps; 0 = derive from epochs
   batch_size: int = 64  # global batch, split evenly across replicas
   learning_rate: float = 1e-3  # peak learning rate after warmup
-  warmup_steps: int = 100  # linear warmup from 0 to learning_rate, then linear decay to 0
+  warmup_steps: int = 100  # linear warmup from 0 to learning_rate, then the schedule's decay
+  lr_schedule: str = "linear"  # after warmup: linear (decay to 0 at the last step) or inverse_sqrt
   weight_decay: float = 0.01  # AdamW decoupled weight decay
   label_smoothing: float = 0.0  # cross-entropy label smoothing
   ema_momentum: float = 0.0  # >0: keep an exponential moving average of the weights; evaluate, keep-best and export use it
@@ -43,6 +44,7 @@ class TrainConfig:
   max_checkpoints: int = 3  # how many recent checkpoints to keep
   export_dir: str = ""  # if set, export the best checkpoint here at the end
   model_overrides: str = ""  # preset fields to override, "key=value,key=value" (e.g. "dropout=0.3,num_layers=4")
+  average_checkpoints: int = 0  # >0: at the end, average the last N checkpoints into averaged/ and export that
   init_checkpoint: str = ""  # a pretraining model_dir whose backbone, vocabulary and architecture this run starts from
 
   def to_dict(self):

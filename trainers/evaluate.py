@@ -6,6 +6,11 @@ the figure is what a server returns).
   Classifiers (sst2): on the dev split or any `sentence<TAB>label` TSV
     (--eval_file); accuracy with a 95% bootstrap interval, precision, recall,
     F1 and the confusion matrix.
+  Translators (multi30k_de_en): translate --split (validation or test) or
+    --source_file against --reference_file with beam search (--beam_size,
+    --length_penalty, --max_output_length), report sacreBLEU (cased,
+    detokenized, 13a; with its signature and a bootstrap 95% interval) and
+    chrF; --hypotheses_file saves the translations.
   Language models (shakespeare): on the validation text (the last 10%) or any
     UTF-8 text file (--eval_file); loss in nats per character with a 95%
     bootstrap interval, perplexity and bits per character. The export is
@@ -20,6 +25,8 @@ from absl import app, flags
 
 from trainers.config import TrainConfig, write_json
 from trainers.errors import UserError, run_reporting_user_errors
+from trainers.saved_models import (load_signature, model_sequence_length,
+                                   saved_model_context)
 from trainers.tasks import TASK_NAMES
 
 flags.DEFINE_enum("task", "sst2", TASK_NAMES, "Task the model was trained for.")
@@ -31,6 +38,16 @@ flags.DEFINE_string("eval_file", "", "A sentence<TAB>label TSV for classifiers, 
                     "a text file for language models (default: the task's "
                     "dev/validation split).")
 flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.", lower_bound=1)
+flags.DEFINE_string("split", "", "Translation: validation or test (default "
+                    "validation) when no --source_file is given.")
+flags.DEFINE_string("source_file", "", "Translation: sources, one a line.")
+flags.DEFINE_string("reference_file", "", "Translation: references, one a line.")
+flags.DEFINE_string("hypotheses_file", "", "Translation: write the outputs here.")
+flags.DEFINE_integer("beam_size", 4, "Translation beam size.", lower_bound=1)
+flags.DEFINE_float("length_penalty", 0.6, "GNMT length penalty alpha.",
+                   lower_bound=0.0)
+flags.DEFINE_integer("max_output_length", 0, "Translation: longest output in "
+                     "pieces; 0 = the model's limit.", lower_bound=0)
 flags.DEFINE_string("output_json", "", "Also write the metrics here.")
 FLAGS = flags.FLAGS
 
@@ -47,16 +64,6 @@ def evaluate_checkpoint(task, model_dir, checkpoint, split_or_path, batch_size):
   metrics = task.evaluate(predict, task.eval_dataset(tokenizer, batch_size,
                                                      split_or_path))
   return dict(metrics, source=path)
-
-
-def load_signature(saved_model, key):
-  import tensorflow as tf
-  import tensorflow_text  # noqa: F401  (the export's tokenizer ops)
-  try:
-    return tf.saved_model.load(saved_model).signatures[key]
-  except (OSError, ValueError, KeyError) as e:
-    raise UserError(f"cannot load signature {key!r} of SavedModel "
-                    f"{saved_model}: {e!r}")
 
 
 def evaluate_saved_model(task, saved_model, split_or_path, batch_size):
@@ -95,21 +102,66 @@ def score_saved_model(task, saved_model, split_or_path, batch_size):
               source=saved_model)
 
 
-def saved_model_context(saved_model):
-  """The context length recorded in the export's model card."""
-  import os
-  path = os.path.join(saved_model, "assets.extra", "model_card.json")
-  try:
-    with open(path) as f:
-      return json.load(f)["architecture"]["sequence_length"]
-  except (OSError, KeyError, ValueError) as e:
-    raise UserError(f"{path}: cannot read the context length ({e!r})")
+def evaluate_translation(task, argv_flags):
+  """BLEU/chrF of beam-search translations from a checkpoint or an export."""
+  from trainers import translation_data
+  from trainers.translation_eval import (bleu_metrics, load_translate_fn,
+                                         translate_all)
+  if argv_flags.source_file or argv_flags.reference_file:
+    if not (argv_flags.source_file and argv_flags.reference_file):
+      raise UserError("pass both --source_file and --reference_file")
+    paths = (argv_flags.source_file, argv_flags.reference_file)
+  else:
+    paths = task.split_paths(argv_flags.split or task.eval_split)
+  sources, references = translation_data.read_parallel(*paths)
+  translate = load_translate_fn(argv_flags.model_dir, argv_flags.saved_model,
+                                argv_flags.checkpoint)
+  max_output_length = argv_flags.max_output_length or (
+      model_sequence_length(argv_flags.model_dir, argv_flags.saved_model) - 2)
+  hypotheses = translate_all(translate, sources, argv_flags.batch_size,
+                             argv_flags.beam_size, max_output_length,
+                             argv_flags.length_penalty)
+  if argv_flags.hypotheses_file:
+    with open(argv_flags.hypotheses_file, "w", encoding="utf-8") as f:
+      f.write("\n".join(hypotheses) + "\n")
+  metrics = bleu_metrics(hypotheses, references)
+  metrics.update(source=argv_flags.saved_model or argv_flags.model_dir,
+                 data=" / ".join(paths), beam_size=argv_flags.beam_size,
+                 length_penalty=argv_flags.length_penalty,
+                 max_output_length=max_output_length,
+                 examples=[{"source": s, "reference": r, "hypothesis": h}
+                           for s, r, h in list(zip(sources, references,
+                                                   hypotheses))[:5]])
+  return metrics
+
+
+def print_translation_report(metrics):
+  low, high = metrics["bleu_ci95"]
+  print(f"model: {metrics['source']}")
+  print(f"data:  {metrics['data']} ({metrics['sentences']} sentences)")
+  print(f"beam {metrics['beam_size']}, length penalty "
+        f"{metrics['length_penalty']}")
+  print(f"BLEU:  {metrics['bleu']:.2f}  (95% CI {low:.2f}-{high:.2f})  "
+        f"{metrics['bleu_signature']}")
+  print(f"chrF:  {metrics['chrf']:.2f}  {metrics['chrf_signature']}")
+  for example in metrics["examples"][:3]:
+    print(f"  {example['source']}\n  -> {example['hypothesis']}\n"
+          f"  (ref {example['reference']})")
+  sys.stdout.flush()
 
 
 def run(argv_flags):
   from trainers.tasks import get_task
   task = get_task(TrainConfig(task=argv_flags.task,
                               data_dir=argv_flags.data_dir))
+  if task.family == "seq2seq":
+    if bool(argv_flags.model_dir) == bool(argv_flags.saved_model):
+      raise UserError("pass exactly one of --model_dir or --saved_model")
+    metrics = evaluate_translation(task, argv_flags)
+    print_translation_report(metrics)
+    if argv_flags.output_json:
+      write_json(argv_flags.output_json, metrics)
+    return metrics
   split_or_path = argv_flags.eval_file or task.eval_split
   if bool(argv_flags.model_dir) == bool(argv_flags.saved_model):
     raise UserError("pass exactly one of --model_dir or --saved_model")

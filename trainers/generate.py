@@ -10,12 +10,12 @@ keyed by (seed, position), a streamed sample is the same text as an
 unstreamed one as long as prompt and continuation fit in the context.
 """
 
-import re
 import sys
 
 from absl import app, flags
 
 from trainers.errors import UserError, run_reporting_user_errors
+from trainers.saved_models import assertion_message, load_signature
 
 flags.DEFINE_string("model_dir", "", "Trainer model_dir (checkpoint).")
 flags.DEFINE_string("checkpoint", "best", "best, latest or a checkpoint prefix.")
@@ -42,7 +42,6 @@ def load_generate_fn(model_dir="", saved_model="", checkpoint="best"):
   if bool(model_dir) == bool(saved_model):
     raise UserError("pass exactly one of --model_dir or --saved_model")
   if saved_model:
-    from trainers.evaluate import load_signature
     signature = load_signature(saved_model, "generate")
   else:
     from export.decoder_export import generate_text
@@ -72,12 +71,6 @@ def load_generate_fn(model_dir="", saved_model="", checkpoint="best"):
     return [t.decode("utf-8", errors="replace") for t in out["text"].numpy()]
 
   return generate
-
-
-def assertion_message(message):
-  """The readable part of a graph assert's error ('... must be ...')."""
-  found = re.search(r"assertion failed: \[([^\]]*)\]", message)
-  return found.group(1) if found else message.strip().splitlines()[0]
 
 
 def sample(generate, prompt, seed, argv_flags, write=sys.stdout.write):

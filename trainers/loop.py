@@ -27,7 +27,8 @@ from trainers.best_checkpoint import BestCheckpointKeeper
 from trainers.config import TrainConfig, config_path, read_json, write_json
 from trainers.errors import UserError
 from trainers.progress import ProgressReporter, format_seconds
-from trainers.schedules import WarmupLinearDecay
+from trainers import checkpoint_averaging
+from trainers.schedules import make_schedule
 from trainers.tasks import get_task
 from trainers.train_step import make_train_step
 from zoo import model_config as zoo_model_config
@@ -58,8 +59,8 @@ def load_or_create_model_config(task, config, work_dir):
 
 
 def make_optimizer(config, total_steps):
-  schedule = WarmupLinearDecay(config.learning_rate, config.warmup_steps,
-                               total_steps)
+  schedule = make_schedule(config.lr_schedule, config.learning_rate,
+                           config.warmup_steps, total_steps)
   optimizer = keras.optimizers.AdamW(
       learning_rate=schedule, weight_decay=config.weight_decay,
       beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0,
@@ -72,12 +73,13 @@ def make_optimizer(config, total_steps):
 
 
 def export_best(config):
-  """Exports the best checkpoint to config.export_dir/<version>; returns the path."""
+  """Exports the best (or averaged) checkpoint to config.export_dir/<version>."""
   from export.exporter import ExportConfig, export_saved_model
   from export.versioning import ExportError
   try:
-    path = export_saved_model(ExportConfig(model_dir=config.model_dir,
-                                           export_base=config.export_dir))
+    path = export_saved_model(ExportConfig(
+        model_dir=config.model_dir, export_base=config.export_dir,
+        checkpoint="averaged" if config.average_checkpoints else "best"))
   except ExportError as e:
     raise UserError(str(e))
   logging.info("Exported %s", path)
@@ -201,6 +203,15 @@ def train_and_evaluate(config: TrainConfig):
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
              "num_replicas": strategy.num_replicas_in_sync}
+  if config.average_checkpoints:
+    paths = checkpoint_averaging.average_last_checkpoints(
+        model, os.path.join(work_dir, "checkpoints"), config.average_checkpoints)
+    results["averaged"] = task.evaluate(predict, eval_ds)
+    if chief:
+      checkpoint_averaging.write_averaged(model, work_dir, step,
+                                          results["averaged"], paths)
+    logging.info("Averaged last %d checkpoints: dev %s %.4f", len(paths),
+                 task.primary_metric, results["averaged"][task.primary_metric])
   train_writer.flush()
   eval_writer.flush()
   if config.export_dir and chief:

@@ -36,6 +36,14 @@ flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
                    "Peak learning rate (AdamW).", lower_bound=0.0)
 flags.DEFINE_integer("warmup_steps", _DEFAULTS.warmup_steps,
                      "Linear warmup steps before linear decay.", lower_bound=0)
+flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, ["linear", "inverse_sqrt"],
+                  "After warmup: linear decay to 0 at the last step, or "
+                  "inverse square root (peak * sqrt(warmup / step)).")
+flags.DEFINE_integer("average_checkpoints", _DEFAULTS.average_checkpoints,
+                     "At the end, average the model weights of the last N "
+                     "checkpoints (keep --max_checkpoints >= N), evaluate, "
+                     "save to model_dir/averaged/ and export that.",
+                     lower_bound=0)
 flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
                    "AdamW weight decay.", lower_bound=0.0)
 flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing,
