@@ -33,7 +33,8 @@ def translate_text(model, tokenizer, source, beam_size, max_output_length,
   tokens, scores = model.translate(tokenizer(source), beam_size,
                                    max_output_length, length_penalty)
   batch, beams = tf.shape(tokens)[0], tf.shape(tokens)[1]
-  texts = tokenizer.detokenize(tf.reshape(tokens, [batch * beams, -1]))
+  texts = tokenizer.detokenize(
+      tf.reshape(tokens, [batch * beams, tf.shape(tokens)[2]]))
   texts = tf.reshape(texts, [batch, beams])  # [B, k]
   pad = model.max_beam_size - beams
   real = tf.range(beams)[None, :] < beam_size[:, None]  # [B, k]

@@ -121,3 +121,60 @@ def exported_lm(tmp_path_factory, trained_lm_dir):
   base = tmp_path_factory.mktemp("lm_exports") / "shakespeare"
   return export_saved_model(ExportConfig(model_dir=trained_lm_dir,
                                          export_base=str(base)))
+
+
+MULTI30K_TRAIN_ROWS = 3000
+MULTI30K_EVAL_ROWS = 100
+MULTI30K_SPLITS = {"train": MULTI30K_TRAIN_ROWS, "val": MULTI30K_EVAL_ROWS,
+                   "test_2016_flickr": MULTI30K_EVAL_ROWS}
+
+
+@pytest.fixture(scope="session")
+def multi30k_subset(tmp_path_factory):
+  """A data_dir with the head of each bundled Multi30k split, as plain text."""
+  import gzip
+  import itertools
+  folder = tmp_path_factory.mktemp("multi30k_subset")
+  bundled = os.path.join(REPO_ROOT, "data", "multi30k")
+  for prefix, rows in MULTI30K_SPLITS.items():
+    for language in ("de", "en"):
+      with gzip.open(os.path.join(bundled, f"{prefix}.{language}.gz"), "rt",
+                     encoding="utf-8") as f:
+        lines = list(itertools.islice(f, rows))
+      with open(folder / f"{prefix}.{language}", "w", encoding="utf-8") as f:
+        f.writelines(lines)
+  return str(folder)
+
+
+def tiny_mt_config(model_dir, data_dir, **overrides):
+  """tiny_config for the translator (seq2seq family, tiny preset): 40 steps,
+  a checkpoint every 10 (the last 3 kept), the last 2 averaged."""
+  values = dict(task="multi30k_de_en", batch_size=32, learning_rate=3e-3,
+                lr_schedule="inverse_sqrt", warmup_steps=10,
+                checkpoint_every_steps=10, max_checkpoints=3,
+                average_checkpoints=2)
+  values.update(overrides)
+  return tiny_config(model_dir, data_dir, **values)
+
+
+@pytest.fixture(scope="session")
+def trained_mt_dir(tmp_path_factory, multi30k_subset):
+  """A tiny German->English translator trained for a few steps (in this
+  process), with averaged/ holding the mean of its last two checkpoints."""
+  import keras
+  from trainers.loop import train_and_evaluate
+  model_dir = tmp_path_factory.mktemp("multi30k_tiny")
+  try:
+    train_and_evaluate(tiny_mt_config(model_dir, multi30k_subset))
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  return str(model_dir)
+
+
+@pytest.fixture(scope="session")
+def exported_mt(tmp_path_factory, trained_mt_dir):
+  """Path of one exported version of the tiny translator (best checkpoint)."""
+  from export.exporter import ExportConfig, export_saved_model
+  base = tmp_path_factory.mktemp("mt_exports") / "multi30k_de_en"
+  return export_saved_model(ExportConfig(model_dir=trained_mt_dir,
+                                         export_base=str(base)))

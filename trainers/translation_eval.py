@@ -32,7 +32,16 @@ def load_translate_fn(model_dir="", saved_model="", checkpoint="best"):
     if config["model"]["family"] != "seq2seq":
       raise UserError(f"{model_dir} holds a {config['model']['family']} "
                       "model, not a translator")
-    signature = tf.function(lambda **kw: translate_text(model, tokenizer, **kw))
+    signature = tf.function(  # the export's signature: shapes stay [None]
+        lambda source, beam_size, max_output_length, length_penalty:
+        translate_text(model, tokenizer, source, beam_size, max_output_length,
+                       length_penalty),
+        input_signature=[tf.TensorSpec([None], tf.string, name="source"),
+                         tf.TensorSpec([None], tf.int32, name="beam_size"),
+                         tf.TensorSpec([None], tf.int32,
+                                       name="max_output_length"),
+                         tf.TensorSpec([None], tf.float32,
+                                       name="length_penalty")])
 
   def translate(sources, beam_size, max_output_length, length_penalty):
     n = len(sources)

@@ -42,7 +42,7 @@ SEQ2SEQ_PRESETS = {
                  num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
                  intermediate_dim=64, dropout=0.0, max_beam_size=4),
     # The Multi30k recipe: <= 90 minutes on 2 CPU cores.
-    "small": dict(vocabulary_size=8000, sequence_length=64, hidden_dim=256,
+    "small": dict(vocabulary_size=6000, sequence_length=64, hidden_dim=256,
                   num_encoder_layers=3, num_decoder_layers=3, num_heads=4,
                   intermediate_dim=1024, dropout=0.1, max_beam_size=8),
 }

@@ -44,7 +44,7 @@ def beam_search(step_fn, cache, beam_size, max_output_length, alpha, context,
   max_output_length <= context - 2 so that EOS always fits.
   """
   batch_size = tf.shape(beam_size)[0]
-  beams = tf.reduce_max(beam_size)  # K
+  beams = tf.maximum(tf.reduce_max(beam_size), 1)  # K (1 for an empty batch)
   alpha = alpha[:, None]  # [B, 1]
   ranks = tf.range(2 * beams)[None, :]  # [1, 2K]
   beam_index = tf.range(beams)[None, :]  # [1, K]

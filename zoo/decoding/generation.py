@@ -104,7 +104,13 @@ def generate(model, prompt_ids, prompt_lengths, max_new_tokens, temperature,
                              top_k, top_p, seed)
   checks.append(tf.debugging.assert_positive(
       prompt_lengths, message="every prompt needs at least one token"))
-  with tf.control_dependencies(checks):
+  with tf.control_dependencies(checks):  # nothing runs before the checks
+    prompt_ids = tf.identity(prompt_ids)
+    max_new_tokens = tf.identity(max_new_tokens)
+    temperature = tf.identity(temperature)
+    top_k = tf.identity(top_k)
+    top_p = tf.identity(top_p)
+    seed = tf.identity(seed)
     first = tf.reduce_min(prompt_lengths) - 1  # last prompt position all share
   positions = tf.range(context)[None, :]  # [1, T]
 

@@ -87,8 +87,12 @@ class Translator(TaskModel):
     length_penalty = tf.cast(length_penalty, tf.float32)
     checks = self.validate_settings(tf.shape(source_ids)[0], beam_size,
                                     max_output_length, length_penalty)
-    with tf.control_dependencies(checks):
-      beams = tf.maximum(tf.reduce_max(beam_size), 1)  # K (1 for no rows)
+    with tf.control_dependencies(checks):  # nothing runs before the checks
+      source_ids = tf.identity(source_ids)
+      beam_size = tf.identity(beam_size)
+      max_output_length = tf.identity(max_output_length)
+      length_penalty = tf.identity(length_penalty)
+    beams = tf.maximum(tf.reduce_max(beam_size), 1)  # K (1 for no rows)
     source, source_mask = backbone.encode(source_ids, training=False)
     source = tf.repeat(source, beams, axis=0)  # [B*K, S, D], beam-major
     source_mask = tf.repeat(source_mask, beams, axis=0)  # [B*K, S]

@@ -10,7 +10,8 @@ matrix (three-way tying), which matters at Multi30k's 29,000 pairs.
 
 Ids: 0 padding, 1 unknown, 2 begin-of-sentence, 3 end-of-sentence. Characters
 the vocabulary has never seen become the unknown id; nothing a string can
-contain raises an error (invalid UTF-8 is replaced first). Detokenization is
+contain raises an error (invalid UTF-8 is first replaced by U+FFFD, which
+SentencePiece's normalisation then drops). Detokenization is
 exact for text the vocabulary covers (SentencePiece keeps spaces as pieces).
 """
 
