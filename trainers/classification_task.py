@@ -13,10 +13,9 @@ import keras
 
 from trainers import classification_data
 from trainers.errors import UserError
-from trainers.config import config_path, parse_overrides, read_json
+from trainers.config import config_path, preset_architecture, read_json
 from trainers.metrics import classification_metrics
 from zoo import model_config as zoo_model_config
-from zoo.presets import get_preset
 from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
                                       write_vocabulary)
 
@@ -78,12 +77,8 @@ class ClassificationTask:
     The vocabulary is learned from the training split, or copied from the
     --init_checkpoint model_dir together with its architecture.
     """
-    try:
-      architecture = get_preset(self.family, self.config.preset)
-      architecture.update(parse_overrides(self.config.model_overrides,
-                                          architecture))
-    except ValueError as e:
-      raise UserError(str(e))
+    architecture = preset_architecture(self.family, self.config.preset,
+                                       self.config.model_overrides)
     vocabulary_path = os.path.join(model_dir, VOCABULARY_FILE)
     if self.config.init_checkpoint:
       pretrained = pretrained_model_config(self.config.init_checkpoint)

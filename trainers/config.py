@@ -92,3 +92,16 @@ def parse_overrides(text, preset):
       raise ValueError(f"bad model override {item!r}: {key} takes a "
                        f"{kind.__name__}") from None
   return overrides
+
+
+def preset_architecture(family, preset, model_overrides):
+  """The preset dict of `family` with --model_overrides applied; UserError
+  for an unknown preset or a bad override."""
+  from trainers.errors import UserError
+  from zoo.presets import get_preset
+  try:
+    architecture = get_preset(family, preset)
+    architecture.update(parse_overrides(model_overrides, architecture))
+  except ValueError as e:
+    raise UserError(str(e))
+  return architecture

@@ -18,7 +18,6 @@ the figure is what a server returns).
 --output_json writes the metrics.
 """
 
-import json
 import sys
 
 from absl import app, flags

@@ -11,11 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 from trainers import language_model_data as data
-from trainers.config import parse_overrides
+from trainers.config import preset_architecture
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
 from zoo import model_config as zoo_model_config
-from zoo.presets import get_preset
 from zoo.tokenizers.characters import (learn_character_vocabulary,
                                        write_character_vocabulary)
 
@@ -46,21 +45,15 @@ class LanguageModelTask:
 
   def num_train_examples(self):
     """Training windows in one pass over the text (for --epochs)."""
-    try:
-      length = get_preset(self.family, self.config.preset)["sequence_length"]
-    except ValueError as e:
-      raise UserError(str(e))
+    length = preset_architecture(self.family, self.config.preset,
+                                 self.config.model_overrides)["sequence_length"]
     return max(1, len(self.splits()[0]) // length)
 
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:
       raise UserError("--init_checkpoint is not supported for language models")
-    try:
-      architecture = get_preset(self.family, self.config.preset)
-      architecture.update(parse_overrides(self.config.model_overrides,
-                                          architecture))
-    except ValueError as e:
-      raise UserError(str(e))
+    architecture = preset_architecture(self.family, self.config.preset,
+                                       self.config.model_overrides)
     if architecture["sequence_length"] < 2:
       raise UserError("a language model needs sequence_length >= 2")
     code_points = learn_character_vocabulary(self.splits()[0])

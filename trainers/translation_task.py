@@ -13,11 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from trainers import translation_data as data
-from trainers.config import parse_overrides
+from trainers.config import preset_architecture
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
 from zoo import model_config as zoo_model_config
-from zoo.presets import get_preset
 from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,12 +80,8 @@ class TranslationTask:
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:
       raise UserError("--init_checkpoint is not supported for translation")
-    try:
-      architecture = get_preset(self.family, self.config.preset)
-      architecture.update(parse_overrides(self.config.model_overrides,
-                                          architecture))
-    except ValueError as e:
-      raise UserError(str(e))
+    architecture = preset_architecture(self.family, self.config.preset,
+                                       self.config.model_overrides)
     sources, targets = self.train_pairs()
     model = learn_sentencepiece(sources + targets,
                                 architecture["vocabulary_size"])

@@ -23,6 +23,14 @@ import keras_hub
 import tensorflow as tf
 
 
+def empty_cache(batch_size, length, num_heads, head_dim, num_layers,
+                dtype=tf.float32):
+  """((keys, values) float[B, length, H, Dh] zeros, ...), one pair a layer."""
+  shape = [batch_size, length, num_heads, head_dim]
+  return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype))
+               for _ in range(num_layers))
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class CausalSelfAttention(keras.layers.Layer):
   """Multi-head self-attention where position t sees positions <= t only."""
@@ -214,10 +222,9 @@ class DecoderBackbone(keras.Model):
 
   def empty_cache(self, batch_size, dtype=tf.float32):
     """Zeros for every block: ((keys, values) float[B, T_max, H, Dh], ...)."""
-    shape = [batch_size, self.sequence_length, self.num_heads,
-             self.hidden_dim // self.num_heads]
-    return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype))
-                 for _ in range(self.num_layers))
+    return empty_cache(batch_size, self.sequence_length, self.num_heads,
+                       self.hidden_dim // self.num_heads, self.num_layers,
+                       dtype)
 
   def logits(self, hidden):
     """float[B, T, D] -> float[B, T, V] through the tied embedding."""

@@ -19,7 +19,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
-from zoo.backbones.decoder import CausalSelfAttention
+from zoo.backbones.decoder import CausalSelfAttention, empty_cache
 
 PAD_ID = 0
 
@@ -175,10 +175,9 @@ class Seq2SeqBackbone(keras.Model):
 
   def empty_cache(self, batch_size, dtype=tf.float32):
     """Zeros for every decoder block: ((keys, values) float[B, T, H, Dh], ...)."""
-    shape = [batch_size, self.sequence_length, self.num_heads,
-             self.hidden_dim // self.num_heads]
-    return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype))
-                 for _ in range(self.num_decoder_layers))
+    return empty_cache(batch_size, self.sequence_length, self.num_heads,
+                       self.hidden_dim // self.num_heads,
+                       self.num_decoder_layers, dtype)
 
   def logits(self, hidden):
     """float[B, T, D] -> float[B, T, V] through the tied embedding."""
