@@ -1,0 +1,123 @@
+"""Render exported model cards as markdown: docs/models/<task>.md.
+
+  python -m benchmarks.model_cards \
+      --card=models/sst2/<version>:benchmarks/results/sst2_small.json \
+      --card=models/shakespeare/<version>:benchmarks/results/shakespeare_small.json
+
+Each page combines the version's assets.extra/model_card.json (what the
+export is: architecture, parameters, signatures, limits, training flags,
+commit) with the recipe's results JSON (metrics measured through the export,
+with their 95% confidence intervals), plus the data, intended use and known
+limits of the task.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+from benchmarks import environment
+
+flags.DEFINE_multi_string("card", [], "EXPORT_VERSION_DIR:RESULTS_JSON.")
+flags.DEFINE_string("output_dir", os.path.join(environment.ROOT, "docs",
+                                               "models"), "Where pages go.")
+FLAGS = flags.FLAGS
+
+TASK_NOTES = {
+    "sst2": {
+        "data": "SST-2 (GLUE): 67,349 training phrases from movie reviews, "
+                "872 dev sentences; vocabulary learned from the training "
+                "split only.",
+        "use": "Binary sentiment (negative/positive) of short English "
+               "movie-review sentences; a baseline and a serving example.",
+        "limits": "English only; short sentences (64 word pieces, longer "
+                  "text is truncated); trained from scratch on one small "
+                  "domain, so expect lower accuracy off movie reviews; the "
+                  "dev set also chose the checkpoint.",
+    },
+    "shakespeare": {
+        "data": "tiny-shakespeare (1.1M characters); first 90% trains, "
+                "last 10% validates.",
+        "use": "Character-level text generation in the style of the plays; "
+               "a demonstration of exported generation with per-request "
+               "sampling settings, and of scoring text.",
+        "limits": "65 characters (English letters and punctuation); other "
+                  "characters are [UNK]; a 288-character context; the "
+                  "output imitates the form of the plays, not their sense.",
+    },
+    "multi30k_de_en": {
+        "data": "Multi30k task 1: 29,000 German-English image-caption pairs "
+                "(train), val 1,014, test_2016_flickr 1,000; joint "
+                "SentencePiece vocabulary learned from the training split.",
+        "use": "Translation of short German image descriptions into English.",
+        "limits": "Short, descriptive sentences from one domain (Flickr "
+                  "captions); sources longer than 63 pieces are truncated; "
+                  "not suited to general-domain German.",
+    },
+}
+
+
+def metric_lines(results):
+  measured = results.get("through_export") or results.get("dev_through_export")
+  lines = []
+  for key, value in measured.items():
+    if key.endswith("_ci95") or key in ("examples",) or isinstance(value, list):
+      continue
+    interval = measured.get(f"{key}_ci95")
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    if interval:
+      shown += f" (95% CI {interval[0]:.4f}-{interval[1]:.4f})"
+    lines.append(f"| {key} | {shown} |")
+  return lines
+
+
+def render(card, results):
+  notes = TASK_NOTES.get(card["task"], {})
+  lines = [f"# {card['task']} ({card['family']}, preset {card['preset']})", "",
+           f"- Parameters: {card['parameters']:,}",
+           f"- Exported: {card['exported_at']} from commit "
+           f"`{card['git_commit']}` (checkpoint `{card['checkpoint']}`)",
+           f"- TensorFlow {card['versions']['tensorflow']}, Keras "
+           f"{card['versions']['keras']}", "",
+           "## Data", "", notes.get("data", "-"), "",
+           "## Intended use", "", notes.get("use", "-"), "",
+           "## Limits", "", notes.get("limits", "-"), ""]
+  lines += [f"- {key}: {value}" for key, value in sorted(card["limits"].items())]
+  lines += ["", "## Metrics (through the export)", "",
+            f"Measured {results['date']} on {results['machine']['cpu']} "
+            f"({results['machine']['cpus']} CPUs), commit "
+            f"`{results['git_commit']}`, data: "
+            f"{results.get('evaluated_on', 'dev split')}.", "",
+            "| metric | value |", "|---|---|", *metric_lines(results), "",
+            "## Signatures", "", "| signature | inputs | outputs |",
+            "|---|---|---|"]
+  for name, signature in card["signatures"].items():
+    def describe(tensors):
+      return ", ".join(f"`{k}` {v['dtype']}{v['shape']}"
+                       for k, v in tensors.items())
+    lines.append(f"| `{name}` | {describe(signature['inputs'])} | "
+                 f"{describe(signature['outputs'])} |")
+  lines += ["", "## Architecture", "", "```json",
+            json.dumps(card["architecture"], indent=2, sort_keys=True), "```",
+            "", "Reproduce: " + " && ".join(f"`{c}`" for c in
+                                            results.get("commands", [])), ""]
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  for spec in FLAGS.card:
+    export_dir, _, results_path = spec.rpartition(":")
+    with open(os.path.join(export_dir, "assets.extra", "model_card.json")) as f:
+      card = json.load(f)
+    with open(results_path) as f:
+      results = json.load(f)
+    path = os.path.join(FLAGS.output_dir, f"{card['task']}.md")
+    with open(path, "w") as f:
+      f.write(render(card, results))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
