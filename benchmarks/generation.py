@@ -43,7 +43,8 @@ flags.DEFINE_string("output_dir", os.path.join(environment.ROOT, "benchmarks",
                                                "results"), "Where JSON/PNG go.")
 FLAGS = flags.FLAGS
 
-PROMPT = "ROMEO:\nWhat light through yonder w"  # 31 characters + start = 32
+PROMPT = "ROMEO:\nBut soft, what light thr"  # 31 characters + start = 32
+assert len(PROMPT) == 31
 TEMPERATURE, TOP_K = 0.8, 40
 
 
