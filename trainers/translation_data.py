@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from trainers.classification_data import bucket_widths
 from trainers.errors import UserError
-
-BOS_ID = 2
+from zoo.tokenizers.sentencepiece import BOS_ID
 
 
 def read_lines(path):

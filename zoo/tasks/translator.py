@@ -13,8 +13,7 @@ import tensorflow as tf
 from zoo.backbones.seq2seq import build_seq2seq_backbone
 from zoo.decoding.beam_search import beam_search
 from zoo.tasks.task_model import TaskModel
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+from zoo.tokenizers.sentencepiece import BOS_ID, EOS_ID, PAD_ID
 
 
 @keras.saving.register_keras_serializable(package="zoo")
