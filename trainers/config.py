@@ -12,7 +12,7 @@ import tensorflow as tf
 
 MIXED_PRECISION = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored",
-              "tpu")
+              "parameter_server", "tpu")  # parameter_server: refused, says why
 COLLECTIVES = ("auto", "ring", "nccl")
 
 

@@ -1,37 +1,35 @@
 """The training loop shared by every task: train_and_evaluate(config).
 
-Owns: strategy and precision set-up, model and optimizer creation, the
-distributed train step, periodic evaluation, resumable checkpoints (rerunning
-the same command continues from the last one), the best checkpoint by the
-task's primary dev metric, TensorBoard summaries and a progress log.
+Owns the loop around trainers.training.prepare_training: periodic
+evaluation, resumable checkpoints (rerunning the same command continues from
+the last one, also after kill -9), checkpoint-and-exit on SIGTERM
+(trainers.preemption), the best checkpoint by the task's primary dev metric,
+TensorBoard summaries and a progress log. Only the chief writes summaries and
+exports; other workers keep their checkpoints under model_dir/.workers/.
 Files under model_dir:
   config.json          TrainConfig + the model config (rebuilds the model)
   vocab.txt            the tokenizer vocabulary
   checkpoints/         the last few checkpoints, ckpt-<step>
   best/                the best checkpoint by dev metric + best/metrics.json
   train/, eval/        TensorBoard event files
+  progress.json        the step and training seconds of the last checkpoint
   results.json         final and best dev metrics, steps, time, throughput
 """
 
 import contextlib
-import math
 import os
 import time
 
-import keras
 import tensorflow as tf
 from absl import logging
 
-from trainers import strategies
-from trainers.best_checkpoint import BestCheckpointKeeper
-from trainers.config import TrainConfig, config_path, read_json, write_json
-from trainers.errors import UserError
-from trainers.progress import ProgressReporter, format_seconds
 from trainers import checkpoint_averaging
-from trainers.schedules import make_schedule
-from trainers.tasks import get_task
-from trainers.train_step import make_train_step
-from zoo import model_config as zoo_model_config
+from trainers.best_checkpoint import BestCheckpointKeeper
+from trainers.config import TrainConfig, read_json, write_json
+from trainers.errors import UserError
+from trainers.preemption import preemption_guard
+from trainers.progress import ProgressReporter, format_seconds
+from trainers.training import prepare_training
 
 EVAL_BATCH_SIZE = 256
 
@@ -39,37 +37,6 @@ EVAL_BATCH_SIZE = 256
 def checkpoint_step(path):
   """The step number in a CheckpointManager path like .../ckpt-1200."""
   return int(path.rsplit("-", 1)[1])
-
-
-def load_or_create_model_config(task, config, work_dir):
-  """Returns the model config, creating it (and the vocabulary) on a first run."""
-  path = config_path(work_dir)
-  if tf.io.gfile.exists(path):
-    saved = read_json(path)
-    model_config = saved["model"]
-    if (model_config["task"], model_config["preset"]) != (config.task,
-                                                          config.preset):
-      raise UserError(
-          f"{work_dir} already holds a {model_config['task']}/"
-          f"{model_config['preset']} model; pass the same --task/--preset to "
-          "resume it, or a new --model_dir")
-    return model_config
-  logging.info("Learning the vocabulary from the training split...")
-  return task.new_model_config(work_dir)
-
-
-def make_optimizer(config, total_steps):
-  schedule = make_schedule(config.lr_schedule, config.learning_rate,
-                           config.warmup_steps, total_steps)
-  optimizer = keras.optimizers.AdamW(
-      learning_rate=schedule, weight_decay=config.weight_decay,
-      beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0,
-      use_ema=config.ema_momentum > 0,
-      ema_momentum=config.ema_momentum or 0.99)
-  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-  if config.mixed_precision == "mixed_float16":
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
 
 
 def export_best(config):
@@ -101,39 +68,11 @@ def averaged_weights(model, optimizer):
 
 def train_and_evaluate(config: TrainConfig):
   """Trains (or resumes) config.task in config.model_dir; returns results dict."""
-  if not config.model_dir:
-    raise UserError("--model_dir is required")
-  if config.batch_size <= 0:
-    raise UserError(f"--batch_size must be positive, got {config.batch_size}")
-  strategy = strategies.make_strategy(
-      config.distribution_strategy, config.num_gpus, config.tpu,
-      config.collective)
-  if config.batch_size % strategy.num_replicas_in_sync:
-    raise UserError(
-        f"--batch_size={config.batch_size} is not divisible by the "
-        f"{strategy.num_replicas_in_sync} replicas")
-  keras.mixed_precision.set_global_policy(config.mixed_precision)
-  keras.utils.set_random_seed(config.seed)
-  chief = strategies.is_chief(strategy)
-  work_dir = config.model_dir if chief else os.path.join(
-      config.model_dir, ".workers",
-      f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}")
-  tf.io.gfile.makedirs(work_dir)
-
-  task = get_task(config)
-  model_config = load_or_create_model_config(task, config, work_dir)
-  write_json(config_path(work_dir), {
-      "train": config.to_dict(), "model": model_config,
-      "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}})
-  tokenizer = zoo_model_config.build_tokenizer(model_config, work_dir)
-  num_examples = task.num_train_examples()
-  total_steps = config.train_steps or max(
-      1, math.ceil(config.epochs * num_examples / config.batch_size))
-
-  with strategy.scope():
-    model = task.build_model(model_config)
-    optimizer = make_optimizer(config, total_steps)
-    optimizer.build(model.trainable_variables)
+  training = prepare_training(config)
+  strategy, model, optimizer, task = (training.strategy, training.model,
+                                      training.optimizer, training.task)
+  chief, work_dir, total_steps = (training.chief, training.work_dir,
+                                  training.total_steps)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
   manager = tf.train.CheckpointManager(
       checkpoint, os.path.join(work_dir, "checkpoints"),
@@ -150,13 +89,9 @@ def train_and_evaluate(config: TrainConfig):
   elapsed_before = (read_json(progress_path)["train_seconds"]
                     if step and tf.io.gfile.exists(progress_path) else 0.0)
 
-  train_ds = task.train_dataset(tokenizer, config.batch_size, skip_batches=step)
-  iterator = iter(strategy.experimental_distribute_dataset(train_ds))
-  eval_ds = task.eval_dataset(tokenizer, EVAL_BATCH_SIZE)
+  iterator = training.train_iterator(skip_batches=step)
+  eval_ds = task.eval_dataset(training.tokenizer, EVAL_BATCH_SIZE)
   global_batch = config.batch_size
-
-  train_step = make_train_step(strategy, model, optimizer, task, global_batch,
-                               config.jit_compile)
 
   @tf.function
   def predict(features):
@@ -173,36 +108,45 @@ def train_and_evaluate(config: TrainConfig):
       eval_ds, weights_context=(
           (lambda: averaged_weights(model, optimizer))
           if config.ema_momentum > 0 else None))
+  start = time.time()
 
-  def save_checkpoint(step, elapsed):
-    manager.save(checkpoint_number=step)
-    write_json(progress_path, {"step": step, "train_seconds": elapsed})
+  def write_progress(step):
+    write_json(progress_path, {"step": step, "train_seconds":
+                               elapsed_before + time.time() - start})
+
+  def before_preemption_exit():
+    write_progress(step)
+    train_writer.flush()
+    eval_writer.flush()
 
   logging.info("Training %s/%s for %d steps (global batch %d, %d replicas, "
                "%s, jit_compile=%s), starting at step %d", config.task,
                config.preset, total_steps, global_batch,
                strategy.num_replicas_in_sync, config.mixed_precision,
                config.jit_compile, step)
-  start = time.time()
   progress = ProgressReporter(train_writer, total_steps, global_batch,
                               lambda: optimizer.learning_rate)
   metrics = None
-  while step < total_steps:
-    progress.add(*train_step(iterator))
-    step += 1
-    if step % config.log_every_steps == 0 or step == total_steps:
-      progress.report(step)
-    if step % config.eval_every_steps == 0 or step == total_steps:
-      metrics = keeper.evaluate(step)
-    if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      save_checkpoint(step, elapsed_before + time.time() - start)
+  with preemption_guard(strategy, manager, before_preemption_exit) as guard:
+    while step < total_steps:
+      progress.add(*training.train_step(iterator))
+      step += 1
+      if step % config.log_every_steps == 0 or step == total_steps:
+        progress.report(step)
+      if step % config.eval_every_steps == 0 or step == total_steps:
+        metrics = keeper.evaluate(step)
+      if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        manager.save(checkpoint_number=step)
+        write_progress(step)
+      guard.save_if_preempted(step)
   train_seconds = elapsed_before + time.time() - start
   if metrics is None:  # already finished earlier: just report
     metrics = keeper.evaluate(step)
   best = keeper.best
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
-             "num_replicas": strategy.num_replicas_in_sync}
+             "num_replicas": strategy.num_replicas_in_sync,
+             "final_train_loss": progress.last_loss}
   if config.average_checkpoints:
     paths = checkpoint_averaging.average_last_checkpoints(
         model, os.path.join(work_dir, "checkpoints"), config.average_checkpoints)

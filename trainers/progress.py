@@ -19,6 +19,7 @@ class ProgressReporter:
     self._total_steps = total_steps
     self._global_batch = global_batch_size
     self._learning_rate = learning_rate_fn
+    self.last_loss = None  # mean training loss of the last reported window
     self._reset()
 
   def _reset(self):
@@ -37,6 +38,7 @@ class ProgressReporter:
     steps = max(self._steps, 1)
     rate = self._steps / seconds
     loss = self._sums["loss"] / steps
+    self.last_loss = loss
     accuracy = self._sums["correct"] / (steps * self._global_batch)
     learning_rate = float(self._learning_rate())
     tokens_per_second = self._sums["tokens"] / seconds

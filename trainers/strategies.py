@@ -16,6 +16,12 @@ def _logical_devices(kind):
   return tf.config.list_logical_devices(kind)
 
 
+def _physical_gpu_count():
+  # Physical, not logical: listing logical devices initialises the TF runtime,
+  # after which MultiWorkerMirroredStrategy can no longer configure collectives.
+  return len(tf.config.list_physical_devices("GPU"))
+
+
 def validate_tf_config():
   """Parses TF_CONFIG for multi-worker training; UserError if malformed."""
   raw = os.environ.get("TF_CONFIG", "")
@@ -40,24 +46,28 @@ def validate_tf_config():
   return tf_config
 
 
+PARAMETER_SERVER_REFUSAL = (
+    "--distribution_strategy=parameter_server is not supported, on purpose: "
+    "these models fit on every accelerator, where synchronous all-reduce "
+    "(mirrored, multi_worker_mirrored) is faster and trains the same model as "
+    "one device does; parameter servers pay off for embedding tables too big "
+    "for one device or many unreliable CPU workers, train asynchronously (the "
+    "result depends on timing), and Keras 3 has no ParameterServerStrategy "
+    "support. Use multi_worker_mirrored across hosts (BUILD_NOTES.md).")
+
+
 def make_strategy(name, num_gpus=0, tpu="", collective="auto"):
   """Returns a tf.distribute.Strategy for `name` (see trainers.config.STRATEGIES)."""
-  gpus = _logical_devices("GPU")
+  num_visible = _physical_gpu_count()
   if num_gpus < 0:
     raise UserError(f"--num_gpus must be >= 0, got {num_gpus}")
-  if num_gpus > len(gpus):
-    raise UserError(f"--num_gpus={num_gpus} but this machine has {len(gpus)} "
+  if num_gpus > num_visible:
+    raise UserError(f"--num_gpus={num_gpus} but this machine has {num_visible} "
                     "visible GPU(s)")
+  if name == "parameter_server":
+    raise UserError(PARAMETER_SERVER_REFUSAL)
   if name == "default":
     return tf.distribute.get_strategy()
-  if name == "one_device":
-    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-  if name == "mirrored":
-    if gpus:
-      devices = [d.name for d in gpus[: num_gpus or len(gpus)]]
-    else:  # CPU only: every logical CPU device (tests configure two)
-      devices = [d.name for d in _logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices)
   if name == "multi_worker_mirrored":
     validate_tf_config()
     implementation = {
@@ -71,6 +81,15 @@ def make_strategy(name, num_gpus=0, tpu="", collective="auto"):
         implementation=implementation)
     return tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=options)
+  gpus = _logical_devices("GPU")
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    if gpus:
+      devices = [d.name for d in gpus[: num_gpus or len(gpus)]]
+    else:  # CPU only: every logical CPU device (tests configure two)
+      devices = [d.name for d in _logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
   if name == "tpu":
     if not tpu:
       raise UserError("the tpu strategy needs --tpu (a TPU name or grpc:// "
@@ -92,3 +111,24 @@ def is_chief(strategy):
   return task_type is None or task_type == "chief" or (
       task_type == "worker" and task_id == 0 and
       "chief" not in resolver.cluster_spec().as_dict())
+
+
+def check_workers_agree(strategy, value, what):
+  """UserError on every worker unless all pass the same `value` (< 2**20).
+
+  A no-op with a single worker. With several it is one small all-reduce (every
+  worker must call it at the same point). tf.distribute reduces only by sum,
+  so it sums v and v*v over the n replicas: all v are equal exactly when
+  n * sum(v*v) == sum(v)**2, and every worker sees the same sums.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+
+  @tf.function
+  def sums():
+    local = strategy.run(lambda: tf.constant([value, value * value], tf.int64))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None)
+
+  total, squares = (int(x) for x in sums())
+  if strategy.num_replicas_in_sync * squares != total * total:
+    raise UserError(f"the workers disagree on {what}")

@@ -59,7 +59,10 @@ flags.DEFINE_enum("mixed_precision", _DEFAULTS.mixed_precision,
 flags.DEFINE_bool("jit_compile", _DEFAULTS.jit_compile,
                   "XLA-compile the training step (exports never use XLA).")
 flags.DEFINE_enum("distribution_strategy", _DEFAULTS.distribution_strategy,
-                  config_lib.STRATEGIES, "tf.distribute strategy.")
+                  config_lib.STRATEGIES, "tf.distribute strategy: default "
+                  "(one device, no wrapper), one_device, mirrored (all local "
+                  "GPUs or --num_gpus), multi_worker_mirrored (workers from "
+                  "TF_CONFIG), tpu (--tpu). See BUILD_NOTES.md.")
 flags.DEFINE_integer("num_gpus", _DEFAULTS.num_gpus,
                      "GPUs for mirrored (0 = all visible).", lower_bound=0)
 flags.DEFINE_string("tpu", _DEFAULTS.tpu, "TPU name or address (tpu strategy).")
