@@ -119,15 +119,15 @@ def train_and_evaluate(config: TrainConfig):
     train_writer.flush()
     eval_writer.flush()
 
-  logging.info("Training %s/%s for %d steps (global batch %d, %d replicas, "
-               "%s, jit_compile=%s), starting at step %d", config.task,
-               config.preset, total_steps, global_batch,
-               strategy.num_replicas_in_sync, config.mixed_precision,
-               config.jit_compile, step)
   progress = ProgressReporter(train_writer, total_steps, global_batch,
                               lambda: optimizer.learning_rate)
   metrics = None
   with preemption_guard(strategy, manager, before_preemption_exit) as guard:
+    logging.info("Training %s/%s for %d steps (global batch %d, %d replicas, "
+                 "%s, jit_compile=%s), starting at step %d", config.task,
+                 config.preset, total_steps, global_batch,
+                 strategy.num_replicas_in_sync, config.mixed_precision,
+                 config.jit_compile, step)
     while step < total_steps:
       progress.add(*training.train_step(iterator))
       step += 1

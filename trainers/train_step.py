@@ -1,13 +1,16 @@
 """The distributed training step: one optimizer update per call.
 
 The forward/backward pass is a separate tf.function that `--jit_compile`
-XLA-compiles; the optimizer update stays outside it, so XLA works under every
-strategy (the Keras optimizer all-reduces gradients across replicas itself).
-The loss is averaged over the global batch, so replicas' gradients sum to the
-single-device gradient.
+XLA-compiles; the gradient sum across replicas, clipping and the optimizer
+update stay outside it, so XLA works under every strategy. The loss is
+averaged over the global batch, so the replicas' gradients sum to the
+single-device gradient; that sum is clipped by its global norm and applied
+by an optimizer that does not sum again (see trainers/optimizer.py).
 """
 
 import tensorflow as tf
+
+from trainers.optimizer import GRADIENT_CLIP_NORM, loss_scale
 
 
 def make_train_step(strategy, model, optimizer, task, global_batch_size,
@@ -29,6 +32,13 @@ def make_train_step(strategy, model, optimizer, task, global_batch_size,
 
   def replica_step(features, targets):
     loss, correct, tokens, grads = forward_backward(features, targets)
+    grads = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, grads)  # identical on every replica
+    # Under loss scaling the gradients are scaled too: clip at the scaled
+    # norm. Non-finite gradients stay non-finite, so the LossScaleOptimizer
+    # still skips the step and lowers the scale.
+    grads, _ = tf.clip_by_global_norm(
+        grads, GRADIENT_CLIP_NORM * tf.cast(loss_scale(optimizer), tf.float32))
     optimizer.apply(grads, model.trainable_variables)
     return loss, correct, tokens
 

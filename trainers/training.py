@@ -22,7 +22,7 @@ from absl import logging
 from trainers import strategies
 from trainers.config import TrainConfig, config_path, read_json, write_json
 from trainers.errors import UserError
-from trainers.schedules import make_schedule
+from trainers.optimizer import make_optimizer
 from trainers.tasks import get_task
 from trainers.train_step import make_train_step
 from zoo import model_config as zoo_model_config
@@ -64,20 +64,6 @@ def load_or_create_model_config(task, config, work_dir):
     return model_config
   logging.info("Learning the vocabulary from the training split...")
   return task.new_model_config(work_dir)
-
-
-def make_optimizer(config, total_steps):
-  schedule = make_schedule(config.lr_schedule, config.learning_rate,
-                           config.warmup_steps, total_steps)
-  optimizer = keras.optimizers.AdamW(
-      learning_rate=schedule, weight_decay=config.weight_decay,
-      beta_1=0.9, beta_2=0.98, epsilon=1e-6, clipnorm=None, global_clipnorm=1.0,
-      use_ema=config.ema_momentum > 0,
-      ema_momentum=config.ema_momentum or 0.99)
-  optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-  if config.mixed_precision == "mixed_float16":
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
 
 
 def model_fingerprint(model_config, work_dir):

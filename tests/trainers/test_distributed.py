@@ -1,0 +1,257 @@
+"""tf.distribute on CPU for every family: mirrored over two logical CPUs,
+mixed precision and XLA under the strategies, kill -9 and rerun, and
+MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 that get
+preempted (SIGTERM), rerun, and export once.
+
+Every run of a family uses the same settings with dropout 0, so the same
+global batches give the same loss whichever way the batch is split: the
+default-strategy run is the reference for all the others.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, python_env, tiny_config
+
+STEPS = 40
+FAMILIES = {
+    "encoder": ("sst2_subset", dict(task="sst2", batch_size=32,
+                                    learning_rate=2e-3)),
+    "decoder": ("shakespeare_subset", dict(task="shakespeare", batch_size=16,
+                                           learning_rate=3e-3)),
+    "seq2seq": ("multi30k_subset", dict(task="multi30k_de_en", batch_size=32,
+                                        learning_rate=3e-3,
+                                        lr_schedule="inverse_sqrt")),
+}
+COMMON = dict(preset="tiny", train_steps=STEPS, warmup_steps=5,
+              log_every_steps=1, eval_every_steps=10, checkpoint_every_steps=5,
+              max_checkpoints=5, model_overrides="dropout=0.0")
+# Same batches, same arithmetic up to the order of float32 sums: the loss of
+# every step of a split-batch run is within this relative tolerance of the
+# default strategy's.
+LOSS_RTOL = 1e-4
+# Mixed-precision and XLA runs under a strategy, each a few steps from scratch.
+PRECISION_RUNS = {
+    "mirrored_mixed_float16_jit": dict(distribution_strategy="mirrored",
+                                       mixed_precision="mixed_float16",
+                                       jit_compile=True),
+    "one_device_mixed_bfloat16_jit": dict(distribution_strategy="one_device",
+                                          mixed_precision="mixed_bfloat16",
+                                          jit_compile=True),
+}
+
+
+def family_settings(family, request):
+  fixture, task_settings = FAMILIES[family]
+  return dict(COMMON, data_dir=request.getfixturevalue(fixture), **task_settings)
+
+
+def flags_of(settings):
+  return [f"--{key}={value}" for key, value in settings.items()]
+
+
+def train_losses(model_dir):
+  """The per-step training loss the chief wrote to TensorBoard, by step."""
+  import tensorflow as tf
+  losses = {}
+  train_dir = os.path.join(model_dir, "train")
+  for name in sorted(os.listdir(train_dir)):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(train_dir, name)):
+      for value in event.summary.value:
+        if value.tag == "loss":
+          losses[event.step] = float(tf.make_ndarray(value.tensor))
+  return [losses[step] for step in sorted(losses)]
+
+
+def read_results(model_dir):
+  with open(os.path.join(model_dir, "results.json")) as f:
+    return json.load(f)
+
+
+def free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def train_command(settings, **overrides):
+  return [sys.executable, "-m", "trainers.train",
+          *flags_of(dict(settings, **overrides))]
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+  return request.param
+
+
+@pytest.fixture(scope="module")
+def reference_runs(family, request, tmp_path_factory):
+  """One process with two logical CPUs trains the family with the default
+  strategy, mirrored over both CPUs, and the PRECISION_RUNS."""
+  settings = family_settings(family, request)
+  root = tmp_path_factory.mktemp(f"strategies_{family}")
+  runs = {"default": dict(distribution_strategy="default"),
+          "mirrored": dict(distribution_strategy="mirrored"),
+          **{name: dict(run, train_steps=4, checkpoint_every_steps=4)
+             for name, run in PRECISION_RUNS.items()}}
+  script = root / "train_all.py"
+  script.write_text(textwrap.dedent(f"""\
+      import json, keras, tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from tests.conftest import tiny_config
+      from trainers.loop import train_and_evaluate
+      settings, runs = {settings!r}, {runs!r}
+      for name, run in runs.items():
+        train_and_evaluate(tiny_config({str(root)!r} + "/" + name,
+                                       **dict(settings, **run)))
+        keras.mixed_precision.set_global_policy("float32")
+      """))
+  result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
+                          env=python_env(), capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, result.stderr[-4000:]
+  return settings, {name: str(root / name) for name in runs}
+
+
+def test_mirrored_over_two_cpus_gives_the_default_loss_curve(reference_runs):
+  _, dirs = reference_runs
+  default, mirrored = (read_results(dirs[name]) for name in ("default",
+                                                             "mirrored"))
+  assert (default["num_replicas"], mirrored["num_replicas"]) == (1, 2)
+  assert mirrored["steps"] == default["steps"] == STEPS
+  expected, got = train_losses(dirs["default"]), train_losses(dirs["mirrored"])
+  assert len(expected) == len(got) == STEPS
+  np.testing.assert_allclose(got, expected, rtol=LOSS_RTOL)
+  assert expected[-1] < expected[0]  # it learns at all
+
+
+@pytest.mark.parametrize("run", sorted(PRECISION_RUNS))
+def test_mixed_precision_and_xla_train_under_the_strategy(reference_runs, run):
+  _, dirs = reference_runs
+  with open(os.path.join(dirs[run], "config.json")) as f:
+    recorded = json.load(f)["train"]
+  for key, value in PRECISION_RUNS[run].items():
+    assert recorded[key] == value
+  results = read_results(dirs[run])
+  assert results["steps"] == 4
+  losses = train_losses(dirs[run])
+  assert len(losses) == 4 and np.all(np.isfinite(losses))
+  # Lower precision, same model: the first step's loss (before any update)
+  # is the float32 run's to within bfloat16/float16 rounding.
+  reference = train_losses(dirs["default"])[0]
+  assert abs(losses[0] - reference) < 0.05 * reference
+
+
+def wait_for(predicate, process, what, timeout=300):
+  deadline = time.time() + timeout
+  while not predicate():
+    if process.poll() is not None:
+      raise AssertionError(f"the run ended (rc {process.returncode}) before "
+                           f"{what}")
+    if time.time() > deadline:
+      raise AssertionError(f"timed out waiting for {what}")
+    time.sleep(0.05)
+
+
+def test_kill_9_and_rerun_finishes_like_an_uninterrupted_run(reference_runs,
+                                                            tmp_path):
+  settings, dirs = reference_runs
+  command = train_command(settings, model_dir=tmp_path / "killed",
+                          distribution_strategy="default")
+  first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(),
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  checkpoints = tmp_path / "killed" / "checkpoints"
+  wait_for(lambda: (checkpoints / "ckpt-5.index").exists(), first,
+           "the first checkpoint")
+  first.kill()  # SIGKILL: no handler runs
+  first.wait(timeout=60)
+  assert first.returncode == -signal.SIGKILL
+  assert not (tmp_path / "killed" / "results.json").exists()
+
+  rerun = subprocess.run(command, cwd=REPO_ROOT, env=python_env(),
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "Resumed from" in rerun.stderr
+  resumed, reference = (read_results(tmp_path / "killed"),
+                        read_results(dirs["default"]))
+  assert resumed["steps"] == reference["steps"] == STEPS
+  np.testing.assert_allclose(resumed["final_train_loss"],
+                             reference["final_train_loss"], rtol=LOSS_RTOL)
+
+
+def start_workers(settings, model_dir, export_dir, log_dir):
+  """Two MultiWorkerMirroredStrategy workers on fresh 127.0.0.1 ports; their
+  logs go to log_dir/worker_<i>.log."""
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+  workers = []
+  for index in range(2):
+    env = dict(python_env(), TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    with open(log_dir / f"worker_{index}.log", "w") as log:
+      workers.append(subprocess.Popen(
+          train_command(settings, model_dir=model_dir, export_dir=export_dir,
+                        distribution_strategy="multi_worker_mirrored"),
+          cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log))
+  return workers
+
+
+def finish(workers, log_dir, timeout=600):
+  """Waits for the workers; returns [(log text, exit code)]."""
+  outcomes = []
+  for index, worker in enumerate(workers):
+    worker.wait(timeout=timeout)
+    outcomes.append(((log_dir / f"worker_{index}.log").read_text(),
+                     worker.returncode))
+  return outcomes
+
+
+def test_multi_worker_survives_preemption_and_exports_once(reference_runs,
+                                                           tmp_path):
+  settings, dirs = reference_runs
+  model_dir, export_dir = tmp_path / "mwms", tmp_path / "exports"
+  worker_dir = model_dir / ".workers" / "worker_1"
+  workers = start_workers(settings, model_dir, export_dir, tmp_path)
+  # Preempt the non-chief once it trains (its preemption handler is set).
+  wait_for(lambda: "Training " in (tmp_path / "worker_1.log").read_text(),
+           workers[1], "training to start")
+  workers[1].send_signal(signal.SIGTERM)
+  outcomes = finish(workers, tmp_path)
+  assert [rc for _, rc in outcomes] == [42, 42], outcomes[1][0][-3000:]
+  saved = {path: sorted(os.listdir(path / "checkpoints"))
+           for path in (model_dir, worker_dir)}
+  assert saved[model_dir] == saved[worker_dir]  # the same step on both
+  assert not export_dir.exists()
+
+  outcomes = finish(start_workers(settings, model_dir, export_dir, tmp_path),
+                    tmp_path)
+  for log, rc in outcomes:
+    assert rc == 0, log[-3000:]
+    assert "Resumed from" in log
+  chief, other = read_results(model_dir), read_results(worker_dir)
+  assert chief["num_replicas"] == other["num_replicas"] == 2
+  assert chief["steps"] == other["steps"] == STEPS
+  reference = read_results(dirs["default"])
+  np.testing.assert_allclose(chief["final_train_loss"],
+                             reference["final_train_loss"], rtol=LOSS_RTOL)
+  # Only the chief writes summaries and exports, once.
+  assert len(os.listdir(export_dir)) == 1
+  assert chief["export"].startswith(str(export_dir))
+  assert "export" not in other
+  assert not (worker_dir / "train").exists() and not (worker_dir / "eval").exists()
