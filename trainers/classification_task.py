@@ -133,6 +133,10 @@ class ClassificationTask:
         one_hot, tf.cast(logits, tf.float32), from_logits=True,
         label_smoothing=self.config.label_smoothing)
 
+  def loss_denominator(self, unused_features, targets):
+    """The loss is a mean over examples: this batch's example count."""
+    return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
+
   def correct_predictions(self, labels, logits):
     """float32[B]: 1 where argmax(logits) == label (a training metric)."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)

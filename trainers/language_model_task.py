@@ -113,6 +113,10 @@ class LanguageModelTask:
           labels=targets, logits=logits)  # [B, T]
     return tf.reduce_mean(token_loss, axis=-1)
 
+  def loss_denominator(self, unused_features, targets):
+    """The loss is a mean over examples: this batch's example count."""
+    return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
+
   def correct_predictions(self, targets, logits):
     """Fraction of each window's next characters predicted exactly: [B]."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)

@@ -3,8 +3,9 @@
 The forward/backward pass is a separate tf.function that `--jit_compile`
 XLA-compiles; the gradient sum across replicas, clipping and the optimizer
 update stay outside it, so XLA works under every strategy. The loss is
-averaged over the global batch, so the replicas' gradients sum to the
-single-device gradient; that sum is clipped by its global norm and applied
+averaged over the global batch (over its examples or, for translation, its
+target tokens, counted across replicas), so the replicas' gradients sum to
+the single-device gradient; that sum is clipped by its global norm and applied
 by an optimizer that does not sum again (see trainers/optimizer.py).
 """
 
@@ -13,17 +14,17 @@ import tensorflow as tf
 from trainers.optimizer import GRADIENT_CLIP_NORM, loss_scale
 
 
-def make_train_step(strategy, model, optimizer, task, global_batch_size,
-                    jit_compile):
+def make_train_step(strategy, model, optimizer, task, jit_compile):
   """Returns train_step(iterator) -> (loss, correct, tokens), summed over replicas."""
 
   @tf.function(jit_compile=jit_compile)
-  def forward_backward(features, targets):
+  def forward_backward(features, targets, denominator):
     with tf.GradientTape() as tape:
       logits = model(features, training=True)  # [b, ...]
       per_example = task.per_example_loss(targets, logits)  # [b]
-      loss = tf.nn.compute_average_loss(per_example,
-                                        global_batch_size=global_batch_size)
+      # This replica's share of the global mean: the replicas' losses (and
+      # gradients) sum to the single-device ones.
+      loss = tf.reduce_sum(per_example) / denominator
       scaled_loss = optimizer.scale_loss(loss)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     correct = tf.reduce_sum(task.correct_predictions(targets, logits))
@@ -31,9 +32,16 @@ def make_train_step(strategy, model, optimizer, task, global_batch_size,
     return loss, correct, tokens, grads
 
   def replica_step(features, targets):
-    loss, correct, tokens, grads = forward_backward(features, targets)
-    grads = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, grads)  # identical on every replica
+    replica = tf.distribute.get_replica_context()
+    # What the loss averages over (examples or target tokens), counted over
+    # the global batch.
+    denominator = tf.maximum(replica.all_reduce(
+        tf.distribute.ReduceOp.SUM, task.loss_denominator(features, targets)),
+                             1.0)
+    loss, correct, tokens, grads = forward_backward(features, targets,
+                                                    denominator)
+    grads = replica.all_reduce(tf.distribute.ReduceOp.SUM,
+                               grads)  # identical on every replica
     # Under loss scaling the gradients are scaled too: clip at the scaled
     # norm. Non-finite gradients stay non-finite, so the LossScaleOptimizer
     # still skips the step and lowers the scale.

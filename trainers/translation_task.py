@@ -113,17 +113,21 @@ class TranslationTask:
             tf.reduce_sum(tf.cast(features["target_ids"] != 0, tf.float32)))
 
   def per_example_loss(self, targets, logits):
-    """Each example's summed token loss, scaled so that their mean over the
-    (local) batch is the mean loss per target token: float32[B]."""
+    """Each example's loss summed over its target tokens: float32[B]. The
+    train step divides the batch's sum by loss_denominator summed over all
+    replicas: a mean per target token of the global batch, however it is
+    split."""
     logits = tf.cast(logits, tf.float32)  # [B, T, V]
     mask = tf.cast(targets != 0, tf.float32)  # [B, T]
     one_hot = tf.one_hot(targets, tf.shape(logits)[-1])
     token_loss = tf.keras.losses.categorical_crossentropy(
         one_hot, logits, from_logits=True,
         label_smoothing=self.config.label_smoothing)  # [B, T]
-    per_example = tf.reduce_sum(token_loss * mask, axis=-1)  # [B]
-    batch = tf.cast(tf.shape(targets)[0], tf.float32)
-    return per_example * batch / tf.maximum(tf.reduce_sum(mask), 1.0)
+    return tf.reduce_sum(token_loss * mask, axis=-1)  # [B]
+
+  def loss_denominator(self, unused_features, targets):
+    """The loss is a mean over target tokens: this batch's count of them."""
+    return tf.reduce_sum(tf.cast(targets != 0, tf.float32))
 
   def correct_predictions(self, targets, logits):
     """Fraction of each example's target tokens predicted exactly: [B]."""

@@ -214,7 +214,7 @@ def log_softmax(logits):
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_per_example_loss_averages_to_the_loss_per_target_token(smoothing):
+def test_loss_is_the_mean_per_target_token(smoothing):
   task = get_task(TrainConfig(task="multi30k_de_en",
                               label_smoothing=smoothing))
   vocab = 7
@@ -226,10 +226,12 @@ def test_per_example_loss_averages_to_the_loss_per_target_token(smoothing):
   token_loss = -(smoothed * log_softmax(logits)).sum(-1)  # [3, 5]
   mask = targets != PAD_ID
   mean_per_token = (token_loss * mask).sum() / mask.sum()
+  denominator = task.loss_denominator(None, tf.constant(targets, tf.int32))
+  assert float(denominator) == mask.sum()
   assert per_example.shape == (3,)
-  assert per_example.mean() == pytest.approx(mean_per_token, rel=1e-5)
-  np.testing.assert_allclose(per_example,
-                             (token_loss * mask).sum(-1) * 3 / mask.sum(),
+  assert per_example.sum() / float(denominator) == pytest.approx(
+      mean_per_token, rel=1e-5)
+  np.testing.assert_allclose(per_example, (token_loss * mask).sum(-1),
                              rtol=1e-5)
   # A token mean, not a mean of sentence means (these differ here).
   per_sentence = ((token_loss * mask).sum(-1) / mask.sum(-1)).mean()
