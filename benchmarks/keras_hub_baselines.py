@@ -1,0 +1,99 @@
+"""The throughput baseline: each family's architecture as a stock keras_hub
+model trained with `model.fit`.
+
+Same sizes as the zoo preset (layers, width, heads, feed-forward, vocabulary)
+and the same batches; the differences are keras_hub's own: BERT adds a
+[CLS] pooler and token-type embeddings, GPT-2 and BART learn their position
+embeddings, BART's encoder and decoder have the same depth (the zoo's
+seq2seq presets do too).
+"""
+
+import time
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+
+def build_model(family, arch):
+  """A compiled-ready keras_hub task model for `family` sized like `arch`."""
+  common = dict(vocabulary_size=arch["vocabulary_size"],
+                num_heads=arch["num_heads"], hidden_dim=arch["hidden_dim"],
+                intermediate_dim=arch["intermediate_dim"],
+                dropout=arch["dropout"],
+                max_sequence_length=arch["sequence_length"] + 1)
+  if family == "encoder":
+    backbone = keras_hub.models.BertBackbone(num_layers=arch["num_layers"],
+                                             **common)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=2,
+                                               preprocessor=None,
+                                               dropout=arch["dropout"])
+  if family == "decoder":
+    backbone = keras_hub.models.GPT2Backbone(num_layers=arch["num_layers"],
+                                             **common)
+    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+  if family == "seq2seq":
+    if arch["num_encoder_layers"] != arch["num_decoder_layers"]:
+      raise ValueError("BartBackbone needs equal encoder and decoder depth")
+    backbone = keras_hub.models.BartBackbone(
+        num_layers=arch["num_encoder_layers"], **common)
+    return keras_hub.models.BartSeq2SeqLM(backbone, preprocessor=None)
+  raise ValueError(f"unknown family {family!r}")
+
+
+def to_keras_hub_batch(family, features, targets):
+  """Our (features, targets) batch as keras_hub's (x, y, sample_weight)."""
+  if family == "encoder":
+    ids = features
+    return ({"token_ids": ids, "segment_ids": tf.zeros_like(ids),
+             "padding_mask": ids != 0}, targets)
+  if family == "decoder":
+    return {"token_ids": features,
+            "padding_mask": tf.ones_like(features, tf.bool)}, targets
+  source, target_in = features["source_ids"], features["target_ids"]
+  return ({"encoder_token_ids": source, "encoder_padding_mask": source != 0,
+           "decoder_token_ids": target_in,
+           "decoder_padding_mask": target_in != 0},
+          targets, tf.cast(targets != 0, tf.float32))
+
+
+class _PassTimer(keras.callbacks.Callback):
+  """Times the batches from `start_batch` to the end of training."""
+
+  def __init__(self, start_batch):
+    super().__init__()
+    self._start_batch = start_batch
+    self.start = self.end = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    if batch == self._start_batch:
+      self.start = time.perf_counter()
+
+  def on_train_end(self, logs=None):
+    self.end = time.perf_counter()
+
+
+def fit_seconds(family, arch, batches, jit_compile, learning_rate=1e-4):
+  """Trains a fresh keras_hub model with model.fit on `batches` twice over
+  (the first pass compiles every batch shape); returns the seconds the
+  second pass took."""
+  model = build_model(family, arch)
+  model.compile(
+      optimizer=keras.optimizers.AdamW(learning_rate=learning_rate,
+                                       global_clipnorm=1.0),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      jit_compile=jit_compile)
+  converted = [to_keras_hub_batch(family, *batch) for batch in batches]
+  dataset = tf.data.Dataset.from_generator(
+      lambda: iter(converted * 2),
+      output_signature=tf.nest.map_structure(
+          lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype),
+          converted[0])).prefetch(2)
+  timer = _PassTimer(start_batch=len(batches))
+  model.fit(dataset, epochs=1, verbose=0, callbacks=[timer])
+  return timer.end - timer.start
+
+
+def parameter_count(model):
+  return int(sum(np.prod(v.shape) for v in model.trainable_variables))
