@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, python_env, tiny_config
+from tests.conftest import REPO_ROOT, python_env
 
 STEPS = 40
 FAMILIES = {
@@ -255,3 +255,30 @@ def test_multi_worker_survives_preemption_and_exports_once(reference_runs,
   assert chief["export"].startswith(str(export_dir))
   assert "export" not in other
   assert not (worker_dir / "train").exists() and not (worker_dir / "eval").exists()
+
+
+def test_workers_with_different_data_stop_with_a_clear_error(sst2_subset,
+                                                             tmp_path):
+  other_data = tmp_path / "other_data"
+  other_data.mkdir()
+  for name in ("train.tsv", "dev.tsv"):
+    with open(os.path.join(sst2_subset, name)) as f:
+      (other_data / name).write_text("".join(f.readlines()[:1500]))
+  settings = dict(COMMON, **FAMILIES["encoder"][1])
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+  workers = []
+  for index, data_dir in enumerate((sst2_subset, other_data)):
+    env = dict(python_env(), TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    workers.append(subprocess.Popen(
+        train_command(settings, data_dir=data_dir, model_dir=tmp_path / "m",
+                      distribution_strategy="multi_worker_mirrored"),
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True))
+  for worker in workers:
+    _, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 2, stderr[-3000:]
+    assert ("the workers disagree on the model config and vocabulary"
+            in stderr)
+    assert "Traceback" not in stderr
+  assert not (tmp_path / "m" / "checkpoints").exists()

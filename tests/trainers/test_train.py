@@ -2,12 +2,11 @@
 
 import json
 import os
-import shutil
 import textwrap
 
 import pytest
 
-from tests.conftest import REPO_ROOT, python_env, run_module, tiny_config
+from tests.conftest import python_env, run_module, tiny_config
 
 
 def test_trainer_writes_config_checkpoints_summaries_and_best(trained_model_dir):
@@ -79,29 +78,6 @@ def test_cli_trains_with_a_flagfile(tmp_path, sst2_subset):
     assert json.load(f)["steps"] == 6
 
 
-def test_mirrored_over_two_logical_cpus(tmp_path, sst2_subset):
-  script = tmp_path / "mirrored.py"
-  script.write_text(textwrap.dedent(f"""\
-      import tensorflow as tf
-      cpu = tf.config.list_physical_devices("CPU")[0]
-      tf.config.set_logical_device_configuration(
-          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from tests.conftest import tiny_config
-      from trainers.loop import train_and_evaluate
-      results = train_and_evaluate(tiny_config(
-          {str(tmp_path / 'mirrored')!r}, {sst2_subset!r}, train_steps=6,
-          distribution_strategy="mirrored", mixed_precision="mixed_bfloat16"))
-      assert results["num_replicas"] == 2, results
-      assert results["steps"] == 6
-      print("OK")
-      """))
-  import subprocess, sys
-  result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
-                          env=python_env(), capture_output=True, text=True,
-                          timeout=600)
-  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
-
-
 @pytest.mark.parametrize("content, message", [
     ("sentence\tlabel\ngood film\t1\nbad film\n", ":3: expected 2 tab-separated"
      " columns (sentence, label), found 1"),
@@ -158,6 +134,30 @@ def test_malformed_tf_config_is_a_clear_error(tmp_path):
   assert result.returncode == 2
   assert "TF_CONFIG is not valid JSON" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("", "needs the TF_CONFIG environment variable"),
+    ('{"task": {"type": "worker", "index": 0}}', 'needs a "cluster" object'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', 'needs a "task" object'),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, '
+     '"task": {"type": "worker", "index": 1}}', "is not in its cluster"),
+    ('["worker"]', 'needs a "cluster" object'),
+])
+def test_tf_config_problems_are_named(monkeypatch, tf_config, message):
+  from trainers.errors import UserError
+  from trainers.strategies import make_strategy
+  monkeypatch.setenv("TF_CONFIG", tf_config)
+  with pytest.raises(UserError, match=message):
+    make_strategy("multi_worker_mirrored")
+
+
+def test_parameter_server_is_refused_with_the_reason():
+  from trainers.errors import UserError
+  from trainers.strategies import make_strategy
+  with pytest.raises(UserError, match="not supported, on purpose: .* Use "
+                     "multi_worker_mirrored"):
+    make_strategy("parameter_server")
 
 
 def test_ema_weights_are_evaluated_kept_and_training_continues_raw(
