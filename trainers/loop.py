@@ -93,7 +93,7 @@ def train_and_evaluate(config: TrainConfig):
   eval_ds = task.eval_dataset(training.tokenizer, EVAL_BATCH_SIZE)
   global_batch = config.batch_size
 
-  @tf.function
+  @tf.function(reduce_retracing=True)
   def predict(features):
     return model(features, training=False)
 

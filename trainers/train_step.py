@@ -1,12 +1,17 @@
 """The distributed training step: one optimizer update per call.
 
-The forward/backward pass is a separate tf.function that `--jit_compile`
-XLA-compiles; the gradient sum across replicas, clipping and the optimizer
-update stay outside it, so XLA works under every strategy. The loss is
-averaged over the global batch (over its examples or, for translation, its
-target tokens, counted across replicas), so the replicas' gradients sum to
-the single-device gradient; that sum is clipped by its global norm and applied
-by an optimizer that does not sum again (see trainers/optimizer.py).
+The loss is averaged over the global batch (over its examples or, for
+translation, its target tokens, counted across replicas), so the replicas'
+gradients sum to the single-device gradient; that sum is clipped by its
+global norm and applied by an optimizer that does not sum again (see
+trainers/optimizer.py).
+
+`--jit_compile` XLA-compiles the whole step (forward, backward, clipping and
+the optimizer update) under the default strategy. Under any other strategy
+only the forward/backward pass is compiled: the cross-replica sums and the
+optimizer's merge_call-based update stay outside XLA, so XLA works under
+every strategy. Batches of new widths (bucketing) retrace the step once
+with relaxed shapes, then reuse it.
 """
 
 import tensorflow as tf
@@ -16,8 +21,18 @@ from trainers.optimizer import GRADIENT_CLIP_NORM, loss_scale
 
 def make_train_step(strategy, model, optimizer, task, jit_compile):
   """Returns train_step(iterator) -> (loss, correct, tokens), summed over replicas."""
+  replicated = strategy.num_replicas_in_sync > 1 or isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy)
+  # The whole step goes under XLA only without a strategy scope: a strategy's
+  # optimizer update calls merge_call, which a nested tf.function refuses.
+  fused = jit_compile and strategy is tf.distribute.get_strategy()
 
-  @tf.function(jit_compile=jit_compile)
+  def sum_over_replicas(value):
+    if not replicated:
+      return value
+    return tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, value)
+
   def forward_backward(features, targets, denominator):
     with tf.GradientTape() as tape:
       logits = model(features, training=True)  # [b, ...]
@@ -31,17 +46,14 @@ def make_train_step(strategy, model, optimizer, task, jit_compile):
     tokens = task.count_tokens(features, targets)
     return loss, correct, tokens, grads
 
-  def replica_step(features, targets):
-    replica = tf.distribute.get_replica_context()
+  def update(features, targets, forward_backward_fn):
     # What the loss averages over (examples or target tokens), counted over
     # the global batch.
-    denominator = tf.maximum(replica.all_reduce(
-        tf.distribute.ReduceOp.SUM, task.loss_denominator(features, targets)),
-                             1.0)
-    loss, correct, tokens, grads = forward_backward(features, targets,
-                                                    denominator)
-    grads = replica.all_reduce(tf.distribute.ReduceOp.SUM,
-                               grads)  # identical on every replica
+    denominator = tf.maximum(
+        sum_over_replicas(task.loss_denominator(features, targets)), 1.0)
+    loss, correct, tokens, grads = forward_backward_fn(features, targets,
+                                                       denominator)
+    grads = sum_over_replicas(grads)  # identical on every replica
     # Under loss scaling the gradients are scaled too: clip at the scaled
     # norm. Non-finite gradients stay non-finite, so the LossScaleOptimizer
     # still skips the step and lowers the scale.
@@ -50,7 +62,15 @@ def make_train_step(strategy, model, optimizer, task, jit_compile):
     optimizer.apply(grads, model.trainable_variables)
     return loss, correct, tokens
 
-  @tf.function
+  if fused:
+    replica_step = tf.function(
+        lambda features, targets: update(features, targets, forward_backward),
+        jit_compile=True)
+  else:
+    compiled = tf.function(forward_backward, jit_compile=jit_compile)
+    replica_step = lambda features, targets: update(features, targets, compiled)
+
+  @tf.function(reduce_retracing=True)
   def train_step(iterator):
     outputs = strategy.run(replica_step, args=next(iterator))
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
