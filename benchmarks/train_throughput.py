@@ -32,6 +32,8 @@ flags.DEFINE_list("strategies", ["default", "one_device", "mirrored"],
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Precisions for the default strategy with XLA.")
 flags.DEFINE_integer("batches", 12, "Training batches per pass.")
+flags.DEFINE_integer("batch_size", 0, "Global batch size; 0 = each family's "
+                     "recipe batch size.")
 flags.DEFINE_integer("matmul_size", 2048, "Square matmul size for the peak.")
 flags.DEFINE_string("output", "benchmarks/results/train_throughput.json",
                     "Where to write the JSON.")
@@ -84,7 +86,8 @@ def prepare_vocabulary(family, root):
   from trainers.training import prepare_training
   task, flagfile = FAMILY_TASKS[family]
   base = dict(task=task, preset="small",
-              batch_size=recipe_batch_size(flagfile), train_steps=1)
+              batch_size=FLAGS.batch_size or recipe_batch_size(flagfile),
+              train_steps=1)
   vocab_dir = os.path.join(root, f"{family}_vocab")
   prepare_training(TrainConfig(model_dir=vocab_dir, **base))
   return base, vocab_dir
@@ -214,7 +217,7 @@ def main(argv):
                 command="python -m benchmarks.train_throughput " + " ".join(
                     f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
                     for name in ("families", "strategies", "precisions",
-                                 "batches")),
+                                 "batches", "batch_size")),
                 matmul_peak_flops=peaks, families=families, rows=rows,
                 ours_over_keras_hub=ratios(rows))
   os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)

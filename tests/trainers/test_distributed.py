@@ -11,6 +11,7 @@ default-strategy run is the reference for all the others.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,17 @@ def family_settings(family, request):
 
 def flags_of(settings):
   return [f"--{key}={value}" for key, value in settings.items()]
+
+
+def seed_model_dir(source, target):
+  """Starts `target` with the config.json and vocabulary of `source` (no
+  checkpoint), so its run trains from scratch without learning the
+  vocabulary again."""
+  os.makedirs(target)
+  with open(os.path.join(source, "config.json")) as f:
+    vocabulary = json.load(f)["model"]["vocabulary_file"]
+  for name in ("config.json", vocabulary):
+    shutil.copy(os.path.join(source, name), os.path.join(target, name))
 
 
 def train_losses(model_dir):
@@ -125,10 +137,13 @@ def reference_runs(family, request, tmp_path_factory):
       tf.config.set_logical_device_configuration(
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       from tests.conftest import tiny_config
+      from tests.trainers.test_distributed import seed_model_dir
       from trainers.loop import train_and_evaluate
-      settings, runs = {settings!r}, {runs!r}
+      root, settings, runs = {str(root)!r}, {settings!r}, {runs!r}
       for name, run in runs.items():
-        train_and_evaluate(tiny_config({str(root)!r} + "/" + name,
+        if name != "default":  # the vocabulary is learned once
+          seed_model_dir(root + "/default", root + "/" + name)
+        train_and_evaluate(tiny_config(root + "/" + name,
                                        **dict(settings, **run)))
         keras.mixed_precision.set_global_policy("float32")
       """))
@@ -186,6 +201,7 @@ def wait_for(predicate, process, what, timeout=300):
 def test_kill_9_and_rerun_finishes_like_an_uninterrupted_run(reference_runs,
                                                             tmp_path):
   _, settings, dirs = reference_runs
+  seed_model_dir(dirs["default"], tmp_path / "killed")
   command = train_command(settings, model_dir=tmp_path / "killed",
                           distribution_strategy="default")
   first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(),
