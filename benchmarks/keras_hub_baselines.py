@@ -74,10 +74,11 @@ class _PassTimer(keras.callbacks.Callback):
     self.end = time.perf_counter()
 
 
-def fit_seconds(family, arch, batches, jit_compile, learning_rate=1e-4):
-  """Trains a fresh keras_hub model with model.fit on `batches` twice over
-  (the first pass compiles every batch shape); returns the seconds the
-  second pass took."""
+def fit_seconds(family, arch, batches, jit_compile, passes,
+                learning_rate=1e-4):
+  """Trains a fresh keras_hub model with model.fit on `batches`, 1 + passes
+  times over (the first pass compiles every batch shape); returns the
+  seconds the last `passes` passes took."""
   model = build_model(family, arch)
   model.compile(
       optimizer=keras.optimizers.AdamW(learning_rate=learning_rate,
@@ -86,7 +87,7 @@ def fit_seconds(family, arch, batches, jit_compile, learning_rate=1e-4):
       jit_compile=jit_compile)
   converted = [to_keras_hub_batch(family, *batch) for batch in batches]
   dataset = tf.data.Dataset.from_generator(
-      lambda: iter(converted * 2),
+      lambda: iter(converted * (1 + passes)),
       output_signature=tf.nest.map_structure(
           lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype),
           converted[0])).prefetch(2)

@@ -9,7 +9,8 @@ Steps, each a command of its own that can also be run alone:
      export -> benchmarks/results/<recipe>.json;
   2. benchmarks.generation (decoder) and benchmarks.translation_speed;
   3. benchmarks/serving_load.py on the SST-2 export;
-  4. benchmarks.training_curves over the runs, and benchmarks.model_cards.
+  4. benchmarks.training_curves over the runs, and benchmarks.model_cards;
+  5. benchmarks.train_throughput (every family, strategy and precision).
 Each step's JSON records the date, the machine and the git commit.
 """
 
@@ -71,6 +72,7 @@ def main(argv):
   run("-m", "benchmarks.model_cards",
       *[f"--card={exports[recipe]}:benchmarks/results/{recipe}.json"
         for recipe in RECIPES])
+  run("-m", "benchmarks.train_throughput")
 
 
 if __name__ == "__main__":

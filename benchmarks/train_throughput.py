@@ -2,41 +2,51 @@
 keras_hub baseline: `python -m benchmarks.train_throughput`.
 
 For each family (its `small` preset and its recipe's batch size) it takes
---batches real training batches from the task's input pipeline, then runs
-them twice through each configuration: the first pass compiles every batch
-shape, the second is timed. Every configuration sees the same batches, so
+--batches real training batches from the task's input pipeline and runs them
+through each configuration: one pass compiles every batch shape, then passes
+are timed until --min_seconds have gone by (keras_hub runs as many timed
+passes as our float32 run without XLA did). Every configuration sees the same batches, so
 the figures compare:
 - ours: trainers.training.prepare_training (the trainer's own model,
   optimizer and distributed train step) under each strategy and precision;
 - keras_hub: the same architecture as a stock keras_hub model trained with
   model.fit (benchmarks/keras_hub_baselines.py).
 MFU divides model FLOPs (benchmarks/model_flops.py) per second by this
-machine's matmul peak in the run's precision, measured in the same process.
+machine's matmul peak in the run's precision, measured in the same process
+(each family runs in a process of its own).
 Mirrored runs over two logical CPU devices here (one GPU each on a GPU host);
 multi-worker runs use trainers.train in two local processes and are not part
 of this script (see tests/trainers/test_distributed.py).
-Writes benchmarks/results/train_throughput.json.
+Writes benchmarks/results/train_throughput.json and train_throughput.png
+(tokens/s by configuration, one panel per family).
 """
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
+
+from benchmarks.environment import ROOT
 
 flags.DEFINE_list("families", ["encoder", "decoder", "seq2seq"], "Families.")
 flags.DEFINE_list("strategies", ["default", "one_device", "mirrored"],
                   "Strategies for the float32 + XLA configuration.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Precisions for the default strategy with XLA.")
-flags.DEFINE_integer("batches", 12, "Training batches per pass.")
+flags.DEFINE_integer("batches", 8, "Training batches per pass.")
+flags.DEFINE_float("min_seconds", 4.0, "Timed passes repeat until they "
+                   "have taken at least this long.")
 flags.DEFINE_integer("batch_size", 0, "Global batch size; 0 = each family's "
                      "recipe batch size.")
 flags.DEFINE_integer("matmul_size", 2048, "Square matmul size for the peak.")
 flags.DEFINE_string("output", "benchmarks/results/train_throughput.json",
                     "Where to write the JSON.")
+flags.DEFINE_bool("plot", True, "Also write the PNG next to the JSON.")
 FLAGS = flags.FLAGS
 
 # family -> (task, the recipe flagfile whose batch size we use)
@@ -110,28 +120,37 @@ def host_batches(training, count):
   return list(dataset.take(count))
 
 
-def time_ours(training, batches):
-  """Seconds for the second of two passes of our train step over batches."""
+def time_ours(training, batches, min_seconds):
+  """(seconds, passes): one untimed pass of our train step over `batches`
+  (it compiles every batch shape), then timed passes until min_seconds."""
   import tensorflow as tf
   signature = tf.nest.map_structure(
       lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])
-  dataset = tf.data.Dataset.from_generator(lambda: iter(batches * 2),
-                                           output_signature=signature)
+
+  def endless():
+    while True:
+      yield from batches
+
   iterator = iter(training.strategy.experimental_distribute_dataset(
-      dataset.prefetch(2)))
+      tf.data.Dataset.from_generator(endless, output_signature=signature)
+      .prefetch(2)))
   for _ in batches:
     [float(x) for x in training.train_step(iterator)]
-  start = time.perf_counter()
-  for _ in batches:
-    [float(x) for x in training.train_step(iterator)]
-  return time.perf_counter() - start
+  passes, start = 0, time.perf_counter()
+  while passes == 0 or time.perf_counter() - start < min_seconds:
+    for _ in batches:
+      [float(x) for x in training.train_step(iterator)]
+    passes += 1
+  return time.perf_counter() - start, passes
 
 
-def measure(seconds, batches, flops, peak, tokens):
-  return {"tokens_per_second": tokens / seconds,
-          "steps_per_second": len(batches) / seconds,
-          "model_tflops_per_second": flops / seconds / 1e12,
-          "mfu": flops / seconds / peak}
+def measure(seconds, passes, batches, flops, peak, tokens):
+  """Rates over `passes` timed passes of `batches` (flops, tokens: a pass)."""
+  return {"tokens_per_second": passes * tokens / seconds,
+          "steps_per_second": passes * len(batches) / seconds,
+          "model_tflops_per_second": passes * flops / seconds / 1e12,
+          "mfu": passes * flops / seconds / peak, "timed_passes": passes,
+          "timed_seconds": seconds}
 
 
 def run_family(family, root, peaks):
@@ -159,22 +178,24 @@ def run_family(family, root, peaks):
                              else {k: v.numpy() for k, v in f.items()})
                   for f, _ in batches)
       tokens = sum(float(training.task.count_tokens(f, t)) for f, t in batches)
-    seconds = time_ours(training, batches)
+    seconds, passes = time_ours(training, batches, FLAGS.min_seconds)
     peak_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16",
                   "mixed_float16": "float16"}[precision]
     row = dict(family=family, implementation="ours", strategy=strategy,
                precision=precision, jit_compile=jit,
                replicas=training.strategy.num_replicas_in_sync,
-               **measure(seconds, batches, flops, peaks[peak_dtype],
+               **measure(seconds, passes, batches, flops, peaks[peak_dtype],
                          tokens))
     logging.info("%s", row)
     rows.append(row)
     keras.mixed_precision.set_global_policy("float32")
+  passes = rows[0]["timed_passes"]  # as many as ours without XLA took
   for jit in (False, True):
-    seconds = keras_hub_baselines.fit_seconds(family, arch, batches, jit)
+    seconds = keras_hub_baselines.fit_seconds(family, arch, batches, jit,
+                                              passes)
     row = dict(family=family, implementation="keras_hub model.fit",
                strategy="default", precision="float32", jit_compile=jit,
-               replicas=1, **measure(seconds, batches, flops,
+               replicas=1, **measure(seconds, passes, batches, flops,
                                      peaks["float32"], tokens))
     logging.info("%s", row)
     rows.append(row)
@@ -198,32 +219,99 @@ def ratios(rows):
   return out
 
 
-def main(argv):
-  del argv
+def label(row):
+  if row["implementation"] != "ours":
+    return f"keras_hub fit{' XLA' if row['jit_compile'] else ''}"
+  precision = {"float32": "fp32", "mixed_bfloat16": "bf16",
+               "mixed_float16": "fp16"}[row["precision"]]
+  return (f"{row['strategy']} {precision}{' XLA' if row['jit_compile'] else ''}"
+          f" ({row['replicas']} rep.)")
+
+
+def plot(rows, path):
+  """One horizontal bar chart of tokens/s per family, MFU in the labels."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  families = list(dict.fromkeys(row["family"] for row in rows))
+  fig, axes = plt.subplots(len(families), 1, squeeze=False,
+                           figsize=(8, 2.2 + 0.45 * len(rows) / len(families)
+                                    * len(families)))
+  for ax, family in zip(axes[:, 0], families):
+    mine = [row for row in rows if row["family"] == family]
+    values = [row["tokens_per_second"] for row in mine]
+    colors = ["tab:gray" if row["implementation"] != "ours" else "tab:blue"
+              for row in mine]
+    ax.barh([label(row) for row in mine], values, color=colors)
+    for y, row in enumerate(mine):
+      ax.text(row["tokens_per_second"], y, f" MFU {row['mfu']:.0%}",
+              va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_title(f"{family} (small preset): training throughput, 2-core CPU")
+    ax.set_xlabel("training tokens per second (real tokens, higher is better)")
+    ax.tick_params(axis="y", labelsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def measure_family(family):
+  """This process measures one family: the matmul peaks, then its rows."""
   use_two_logical_cpus()
-  from benchmarks.environment import describe
   peaks = {dtype: matmul_peak(dtype, FLAGS.matmul_size)
            for dtype in ("float32", "bfloat16", "float16")}
   logging.info("matmul peaks (FLOP/s): %s", peaks)
   root = tempfile.mkdtemp(prefix="train_throughput_")
-  rows, families = [], {}
   try:
-    for family in FLAGS.families:
-      family_rows, families[family] = run_family(family, root, peaks)
-      rows += family_rows
+    rows, details = run_family(family, root, peaks)
   finally:
     shutil.rmtree(root, ignore_errors=True)
+  return rows, dict(details, matmul_peak_flops=peaks)
+
+
+def measure_in_subprocess(family, folder):
+  """Runs this script for one family in a fresh process (a second
+  MirroredStrategy in one process reuses the first one's collective keys and
+  fails); returns its JSON."""
+  output = os.path.join(folder, f"{family}.json")
+  command = [sys.executable, "-m", "benchmarks.train_throughput",
+             f"--families={family}", f"--output={output}", "--noplot"] + [
+                 f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
+                 for name in ("strategies", "precisions", "batches",
+                              "batch_size", "min_seconds", "matmul_size")]
+  subprocess.run(command, check=True, cwd=ROOT)
+  with open(output) as f:
+    return json.load(f)
+
+
+def main(argv):
+  del argv
+  from benchmarks.environment import describe
+  rows, families = [], {}
+  if len(FLAGS.families) == 1:
+    rows, families[FLAGS.families[0]] = measure_family(FLAGS.families[0])
+  else:
+    folder = tempfile.mkdtemp(prefix="train_throughput_")
+    try:
+      for family in FLAGS.families:
+        child = measure_in_subprocess(family, folder)
+        rows += child["rows"]
+        families.update(child["families"])
+    finally:
+      shutil.rmtree(folder, ignore_errors=True)
   result = dict(describe(), benchmark="train_throughput",
                 command="python -m benchmarks.train_throughput " + " ".join(
                     f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
                     for name in ("families", "strategies", "precisions",
-                                 "batches", "batch_size")),
-                matmul_peak_flops=peaks, families=families, rows=rows,
-                ours_over_keras_hub=ratios(rows))
+                                 "batches", "batch_size", "min_seconds")),
+                families=families, rows=rows, ours_over_keras_hub=ratios(rows))
   os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
   with open(FLAGS.output, "w") as f:
     json.dump(result, f, indent=2)
-  print(json.dumps({"peaks": peaks, "ratios": result["ours_over_keras_hub"],
+  if FLAGS.plot:
+    plot(rows, os.path.splitext(FLAGS.output)[0] + ".png")
+  print(json.dumps({"ratios": result["ours_over_keras_hub"],
                     "rows": [(r["family"], r["implementation"], r["strategy"],
                               r["precision"], r["jit_compile"],
                               round(r["tokens_per_second"]),

@@ -61,6 +61,19 @@ def tiny_config(model_dir, data_dir, **overrides):
   return TrainConfig(**values)
 
 
+def seed_model_dir(source, target):
+  """Starts model_dir `target` with the config.json and vocabulary of model_dir
+  `source` and no checkpoint: its run trains from scratch without learning the
+  vocabulary again (the first-run vocabulary learning has tests of its own)."""
+  import json
+  import shutil
+  os.makedirs(target)
+  with open(os.path.join(source, "config.json")) as f:
+    vocabulary = json.load(f)["model"]["vocabulary_file"]
+  for name in ("config.json", vocabulary):
+    shutil.copy(os.path.join(source, name), os.path.join(target, name))
+
+
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory, sst2_subset):
   """A tiny classifier trained for a few steps (in this process)."""

@@ -14,7 +14,7 @@ import keras
 from export import checks, warmup
 from export.exporter import ExportConfig, export_saved_model, load_trained_model
 from export.versioning import ExportError, existing_versions
-from tests.conftest import REPO_ROOT, python_env
+from tests.conftest import python_env
 
 SENTENCES = ["a gripping , funny film .", "dull and far too long .", "",
              "电影 😀 " * 50, "great " * 500]

@@ -1,7 +1,6 @@
 """Our encoder export served by our model server: gRPC Predict/Classify and REST."""
 
 import json
-import os
 import shutil
 import urllib.request
 

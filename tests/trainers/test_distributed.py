@@ -11,7 +11,6 @@ default-strategy run is the reference for all the others.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, python_env
+from tests.conftest import REPO_ROOT, python_env, seed_model_dir
 
 STEPS = 30
 FAMILIES = {
@@ -42,8 +41,10 @@ COMMON = dict(preset="tiny", train_steps=STEPS, warmup_steps=5,
 # default strategy's.
 LOSS_RTOL = 1e-4
 # Mixed-precision and XLA runs under a strategy, one step each from scratch
-# (XLA compiles dominate their cost); the encoder also runs bfloat16 under
-# one_device.
+# (XLA compiles dominate their cost). Every family runs float16 with loss
+# scaling under mirrored (XLA on the forward/backward pass only); bfloat16
+# runs under one_device for the encoder and under the default strategy (the
+# whole step in XLA) for the decoder.
 PRECISION_RUNS = {
     "mirrored_mixed_float16_jit": dict(distribution_strategy="mirrored",
                                        mixed_precision="mixed_float16",
@@ -51,10 +52,14 @@ PRECISION_RUNS = {
     "one_device_mixed_bfloat16_jit": dict(distribution_strategy="one_device",
                                           mixed_precision="mixed_bfloat16",
                                           jit_compile=True),
+    "default_mixed_bfloat16_jit": dict(distribution_strategy="default",
+                                       mixed_precision="mixed_bfloat16",
+                                       jit_compile=True),
 }
-PRECISION_RUNS_OF = {"encoder": sorted(PRECISION_RUNS),
-                     "decoder": ["mirrored_mixed_float16_jit"],
-                     "seq2seq": ["mirrored_mixed_float16_jit"]}
+PRECISION_RUNS_OF = {
+    "encoder": ["mirrored_mixed_float16_jit", "one_device_mixed_bfloat16_jit"],
+    "decoder": ["mirrored_mixed_float16_jit", "default_mixed_bfloat16_jit"],
+    "seq2seq": ["mirrored_mixed_float16_jit"]}
 # The multi-worker test preempts (SIGTERM) and restarts this family's run;
 # the others train through in one go.
 PREEMPTED_FAMILY = "encoder"
@@ -67,17 +72,6 @@ def family_settings(family, request):
 
 def flags_of(settings):
   return [f"--{key}={value}" for key, value in settings.items()]
-
-
-def seed_model_dir(source, target):
-  """Starts `target` with the config.json and vocabulary of `source` (no
-  checkpoint), so its run trains from scratch without learning the
-  vocabulary again."""
-  os.makedirs(target)
-  with open(os.path.join(source, "config.json")) as f:
-    vocabulary = json.load(f)["model"]["vocabulary_file"]
-  for name in ("config.json", vocabulary):
-    shutil.copy(os.path.join(source, name), os.path.join(target, name))
 
 
 def train_losses(model_dir):
@@ -137,7 +131,7 @@ def reference_runs(family, request, tmp_path_factory):
       tf.config.set_logical_device_configuration(
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       from tests.conftest import tiny_config
-      from tests.trainers.test_distributed import seed_model_dir
+      from tests.conftest import seed_model_dir
       from trainers.loop import train_and_evaluate
       root, settings, runs = {str(root)!r}, {settings!r}, {runs!r}
       for name, run in runs.items():
@@ -170,7 +164,7 @@ def test_mirrored_over_two_cpus_gives_the_default_loss_curve(reference_runs):
 def test_mixed_precision_and_xla_train_under_the_strategy(reference_runs, run):
   family, _, dirs = reference_runs
   if run not in PRECISION_RUNS_OF[family]:
-    pytest.skip(f"{run} runs for the encoder only")
+    pytest.skip(f"{run} is not one of the {family} runs")
   with open(os.path.join(dirs[run], "config.json")) as f:
     recorded = json.load(f)["train"]
   for key, value in PRECISION_RUNS[run].items():

@@ -14,7 +14,6 @@ def test_pretrain_then_fine_tune_starts_from_the_pretrained_backbone(
   from trainers.classification_task import ClassificationTask
   from trainers.loop import train_and_evaluate
   from trainers.tasks import SST2
-  from zoo import model_config as zoo_model_config
 
   pretrain_dir = tmp_path / "mlm"
   results = train_and_evaluate(tiny_config(pretrain_dir, sst2_subset,

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import python_env, run_module, tiny_config
+from tests.conftest import python_env, run_module, seed_model_dir, tiny_config
 
 
 def test_trainer_writes_config_checkpoints_summaries_and_best(trained_model_dir):
@@ -32,9 +32,11 @@ def test_trainer_writes_config_checkpoints_summaries_and_best(trained_model_dir)
              for name in os.listdir(os.path.join(trained_model_dir, "train")))
 
 
-def test_rerunning_resumes_and_continues_the_step_count(tmp_path, sst2_subset):
+def test_rerunning_resumes_and_continues_the_step_count(tmp_path, sst2_subset,
+                                                       trained_model_dir):
   from trainers.loop import train_and_evaluate
   model_dir = tmp_path / "resume"
+  seed_model_dir(trained_model_dir, model_dir)
   first = train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=20))
   assert first["steps"] == 20
   # The same command with a larger budget continues from step 20.
@@ -49,10 +51,12 @@ def test_rerunning_resumes_and_continues_the_step_count(tmp_path, sst2_subset):
   assert third["steps"] == 30
 
 
-def test_resume_refuses_a_different_model(tmp_path, sst2_subset):
+def test_resume_refuses_a_different_model(tmp_path, sst2_subset,
+                                          trained_model_dir):
   from trainers.errors import UserError
   from trainers.loop import train_and_evaluate
   model_dir = tmp_path / "m"
+  seed_model_dir(trained_model_dir, model_dir)
   train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=2))
   with pytest.raises(UserError, match="already holds a sst2/tiny model"):
     train_and_evaluate(tiny_config(model_dir, sst2_subset, preset="small"))
@@ -161,12 +165,13 @@ def test_parameter_server_is_refused_with_the_reason():
 
 
 def test_ema_weights_are_evaluated_kept_and_training_continues_raw(
-    tmp_path, sst2_subset):
+    tmp_path, sst2_subset, trained_model_dir):
   import numpy as np
   import tensorflow as tf
   from export.exporter import load_trained_model
   from trainers.loop import train_and_evaluate
   model_dir = tmp_path / "ema"
+  seed_model_dir(trained_model_dir, model_dir)
   results = train_and_evaluate(tiny_config(model_dir, sst2_subset,
                                            train_steps=20, eval_every_steps=20,
                                            ema_momentum=0.9))
