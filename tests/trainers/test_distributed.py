@@ -160,25 +160,23 @@ def test_mirrored_over_two_cpus_gives_the_default_loss_curve(reference_runs):
   assert expected[-1] < expected[0]  # it learns at all
 
 
-@pytest.mark.parametrize("run", sorted(PRECISION_RUNS))
-def test_mixed_precision_and_xla_train_under_the_strategy(reference_runs, run):
+def test_mixed_precision_and_xla_train_under_the_strategies(reference_runs):
   family, _, dirs = reference_runs
-  if run not in PRECISION_RUNS_OF[family]:
-    pytest.skip(f"{run} is not one of the {family} runs")
-  with open(os.path.join(dirs[run], "config.json")) as f:
-    recorded = json.load(f)["train"]
-  for key, value in PRECISION_RUNS[run].items():
-    assert recorded[key] == value
-  results = read_results(dirs[run])
-  assert results["steps"] == 1
-  losses = train_losses(dirs[run])
-  assert len(losses) == 1 and np.isfinite(losses[0])
-  # Lower precision, same initial model and batch: the first step's loss is
-  # the float32 run's to within bfloat16/float16 rounding.
   reference = train_losses(dirs["default"])[0]
-  assert abs(losses[0] - reference) < 0.05 * reference
-  assert all(np.isfinite(value) for value in results["final"].values()
-             if isinstance(value, float))  # the dev metrics too
+  for run in PRECISION_RUNS_OF[family]:
+    with open(os.path.join(dirs[run], "config.json")) as f:
+      recorded = json.load(f)["train"]
+    for key, value in PRECISION_RUNS[run].items():
+      assert recorded[key] == value, run
+    results = read_results(dirs[run])
+    assert results["steps"] == 1, run
+    losses = train_losses(dirs[run])
+    assert len(losses) == 1 and np.isfinite(losses[0]), run
+    # Lower precision, same initial model and batch: the first step's loss is
+    # the float32 run's to within bfloat16/float16 rounding.
+    assert abs(losses[0] - reference) < 0.05 * reference, (run, losses[0])
+    assert all(np.isfinite(value) for value in results["final"].values()
+               if isinstance(value, float)), run  # the dev metrics too
 
 
 def wait_for(predicate, process, what, timeout=300):
