@@ -43,6 +43,8 @@ flags.DEFINE_float("min_seconds", 4.0, "Timed passes repeat until they "
                    "have taken at least this long.")
 flags.DEFINE_integer("batch_size", 0, "Global batch size; 0 = each family's "
                      "recipe batch size.")
+flags.DEFINE_string("model_overrides", "", "Preset fields to override, as "
+                    "trainers.train takes them (e.g. 'dropout=0.0').")
 flags.DEFINE_integer("matmul_size", 2048, "Square matmul size for the peak.")
 flags.DEFINE_string("output", "benchmarks/results/train_throughput.json",
                     "Where to write the JSON.")
@@ -97,7 +99,7 @@ def prepare_vocabulary(family, root):
   task, flagfile = FAMILY_TASKS[family]
   base = dict(task=task, preset="small",
               batch_size=FLAGS.batch_size or recipe_batch_size(flagfile),
-              train_steps=1)
+              model_overrides=FLAGS.model_overrides, train_steps=1)
   vocab_dir = os.path.join(root, f"{family}_vocab")
   prepare_training(TrainConfig(model_dir=vocab_dir, **base))
   return base, vocab_dir
@@ -279,7 +281,8 @@ def measure_in_subprocess(family, folder):
              f"--families={family}", f"--output={output}", "--noplot"] + [
                  f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
                  for name in ("strategies", "precisions", "batches",
-                              "batch_size", "min_seconds", "matmul_size")]
+                              "batch_size", "min_seconds", "matmul_size",
+                              "model_overrides")]
   subprocess.run(command, check=True, cwd=ROOT)
   with open(output) as f:
     return json.load(f)
@@ -304,7 +307,8 @@ def main(argv):
                 command="python -m benchmarks.train_throughput " + " ".join(
                     f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
                     for name in ("families", "strategies", "precisions",
-                                 "batches", "batch_size", "min_seconds")),
+                                 "batches", "batch_size", "min_seconds",
+                                 "model_overrides")),
                 families=families, rows=rows, ours_over_keras_hub=ratios(rows))
   os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
   with open(FLAGS.output, "w") as f:
