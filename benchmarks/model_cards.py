@@ -57,6 +57,13 @@ TASK_NOTES = {
 }
 
 
+def repo_relative(path):
+  """A path inside the repository as `data/...`; anything else unchanged."""
+  if os.path.isabs(path) and path.startswith(environment.ROOT + os.sep):
+    return f"`{os.path.relpath(path, environment.ROOT)}`"
+  return path
+
+
 def metric_lines(results):
   measured = results.get("through_export") or results.get("dev_through_export")
   lines = []
@@ -87,7 +94,7 @@ def render(card, results):
             f"Measured {results['date']} on {results['machine']['cpu']} "
             f"({results['machine']['cpus']} CPUs), commit "
             f"`{results['git_commit']}`, data: "
-            f"{results.get('evaluated_on', 'dev split')}.", "",
+            f"{repo_relative(results.get('evaluated_on', 'dev split'))}.", "",
             "| metric | value |", "|---|---|", *metric_lines(results), "",
             "## Signatures", "", "| signature | inputs | outputs |",
             "|---|---|---|"]
