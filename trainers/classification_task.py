@@ -15,6 +15,7 @@ from trainers import classification_data
 from trainers.errors import UserError
 from trainers.config import config_path, preset_architecture, read_json
 from trainers.metrics import classification_metrics
+from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
 from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
                                       write_vocabulary)
@@ -135,7 +136,7 @@ class ClassificationTask:
 
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over examples: this batch's example count."""
-    return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
+    return example_count(targets)
 
   def correct_predictions(self, labels, logits):
     """float32[B]: 1 where argmax(logits) == label (a training metric)."""

@@ -14,6 +14,7 @@ from trainers import language_model_data as data
 from trainers.config import preset_architecture
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
+from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
 from zoo.tokenizers.characters import (learn_character_vocabulary,
                                        write_character_vocabulary)
@@ -115,7 +116,7 @@ class LanguageModelTask:
 
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over examples: this batch's example count."""
-    return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
+    return example_count(targets)
 
   def correct_predictions(self, targets, logits):
     """Fraction of each window's next characters predicted exactly: [B]."""

@@ -80,10 +80,6 @@ class MaskedLMTask(ClassificationTask):
     return tf.reduce_sum(token_loss * weights, axis=-1) / tf.maximum(
         tf.reduce_sum(weights, axis=-1), 1.0)
 
-  def loss_denominator(self, unused_features, targets):
-    """The loss is a mean over examples: this batch's example count."""
-    return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
-
   def correct_predictions(self, targets, logits):
     """Fraction of each example's masked tokens predicted exactly: float32[B]."""
     weights = targets["weights"]

@@ -10,13 +10,19 @@ trainers/optimizer.py).
 the optimizer update) under the default strategy. Under any other strategy
 only the forward/backward pass is compiled: the cross-replica sums and the
 optimizer's merge_call-based update stay outside XLA, so XLA works under
-every strategy. Batches of new widths (bucketing) retrace the step once
-with relaxed shapes, then reuse it.
+every strategy. XLA compiles once per batch shape (bucketed widths).
 """
 
 import tensorflow as tf
 
 from trainers.optimizer import GRADIENT_CLIP_NORM, loss_scale
+
+
+def example_count(targets):
+  """float32 count of the examples in a batch of targets (any structure whose
+  tensors lead with the batch dimension): loss_denominator of the tasks whose
+  loss is a mean over examples."""
+  return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
 
 
 def make_train_step(strategy, model, optimizer, task, jit_compile):
