@@ -58,6 +58,13 @@ def to_keras_hub_batch(family, features, targets):
           targets, tf.cast(targets != 0, tf.float32))
 
 
+def relaxed_signature(batch):
+  """TensorSpecs of `batch` with every dimension unknown (batches of any
+  width share one input signature)."""
+  return tf.nest.map_structure(
+      lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batch)
+
+
 class _PassTimer(keras.callbacks.Callback):
   """Times the batches from `start_batch` to the end of training."""
 
@@ -88,9 +95,7 @@ def fit_seconds(family, arch, batches, jit_compile, passes,
   converted = [to_keras_hub_batch(family, *batch) for batch in batches]
   dataset = tf.data.Dataset.from_generator(
       lambda: iter(converted * (1 + passes)),
-      output_signature=tf.nest.map_structure(
-          lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype),
-          converted[0])).prefetch(2)
+      output_signature=relaxed_signature(converted[0])).prefetch(2)
   timer = _PassTimer(start_batch=len(batches))
   model.fit(dataset, epochs=1, verbose=0, callbacks=[timer])
   return timer.end - timer.start

@@ -93,7 +93,8 @@ def recipe_batch_size(flagfile):
 
 def prepare_vocabulary(family, root):
   """Learns the family's vocabulary once (a model_dir holding config.json
-  and the vocabulary); returns (TrainConfig kwargs, that model_dir)."""
+  and the vocabulary); returns (TrainConfig kwargs, that model_dir, the
+  Training built there)."""
   from trainers.config import TrainConfig
   from trainers.training import prepare_training
   task, flagfile = FAMILY_TASKS[family]
@@ -101,8 +102,8 @@ def prepare_vocabulary(family, root):
               batch_size=FLAGS.batch_size or recipe_batch_size(flagfile),
               model_overrides=FLAGS.model_overrides, train_steps=1)
   vocab_dir = os.path.join(root, f"{family}_vocab")
-  prepare_training(TrainConfig(model_dir=vocab_dir, **base))
-  return base, vocab_dir
+  return base, vocab_dir, prepare_training(TrainConfig(model_dir=vocab_dir,
+                                                       **base))
 
 
 def fresh_model_dir(vocab_dir, root, name):
@@ -114,27 +115,19 @@ def fresh_model_dir(vocab_dir, root, name):
   return path
 
 
-def host_batches(training, count):
-  """The first `count` training batches, as eager tensors."""
-  dataset = training.task.train_dataset(training.tokenizer,
-                                        training.config.batch_size,
-                                        skip_batches=0)
-  return list(dataset.take(count))
-
-
 def time_ours(training, batches, min_seconds):
   """(seconds, passes): one untimed pass of our train step over `batches`
   (it compiles every batch shape), then timed passes until min_seconds."""
   import tensorflow as tf
-  signature = tf.nest.map_structure(
-      lambda t: tf.TensorSpec([None] * len(t.shape), t.dtype), batches[0])
+  from benchmarks.keras_hub_baselines import relaxed_signature
 
   def endless():
     while True:
       yield from batches
 
   iterator = iter(training.strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_generator(endless, output_signature=signature)
+      tf.data.Dataset.from_generator(
+          endless, output_signature=relaxed_signature(batches[0]))
       .prefetch(2)))
   for _ in batches:
     [float(x) for x in training.train_step(iterator)]
@@ -157,29 +150,31 @@ def measure(seconds, passes, batches, flops, peak, tokens):
 
 def run_family(family, root, peaks):
   import keras
+  import tensorflow as tf
   from benchmarks import keras_hub_baselines
   from benchmarks.model_flops import step_flops
   from trainers.config import TrainConfig
   from trainers.training import prepare_training
 
-  base, vocab_dir = prepare_vocabulary(family, root)
+  base, vocab_dir, first = prepare_vocabulary(family, root)
+  # Every configuration trains on these batches, counted once here.
+  batches = list(first.train_dataset().take(FLAGS.batches))
+  arch = first.model_config["architecture"]
+  flops = sum(step_flops(family, arch,
+                         tf.nest.map_structure(lambda t: t.numpy(), features))
+              for features, _ in batches)
+  tokens = sum(float(first.task.count_tokens(features, targets))
+               for features, targets in batches)
   configs = [("default", "float32", False)]
   configs += [(s, "float32", True) for s in FLAGS.strategies]
   configs += [("default", p, True) for p in FLAGS.precisions if p != "float32"]
-  rows, batches, arch = [], None, None
+  rows = []
   for strategy, precision, jit in configs:
     name = f"{family}_{strategy}_{precision}_{'xla' if jit else 'nojit'}"
     training = prepare_training(TrainConfig(
         model_dir=fresh_model_dir(vocab_dir, root, name),
         distribution_strategy=strategy, mixed_precision=precision,
         jit_compile=jit, **base))
-    if batches is None:
-      batches = host_batches(training, FLAGS.batches)
-      arch = training.model_config["architecture"]
-      flops = sum(step_flops(family, arch, f.numpy() if hasattr(f, "numpy")
-                             else {k: v.numpy() for k, v in f.items()})
-                  for f, _ in batches)
-      tokens = sum(float(training.task.count_tokens(f, t)) for f, t in batches)
     seconds, passes = time_ours(training, batches, FLAGS.min_seconds)
     peak_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16",
                   "mixed_float16": "float16"}[precision]

@@ -42,11 +42,15 @@ class Training:
   total_steps: int  # the run ends at this optimizer step
   train_step: object  # train_step(iterator) -> (loss, correct, tokens), global sums
 
+  def train_dataset(self, skip_batches=0):
+    """The task's global training batches, from batch `skip_batches`."""
+    return self.task.train_dataset(self.tokenizer, self.config.batch_size,
+                                   skip_batches=skip_batches)
+
   def train_iterator(self, skip_batches=0):
     """An iterator of distributed global batches, from batch `skip_batches`."""
-    dataset = self.task.train_dataset(self.tokenizer, self.config.batch_size,
-                                      skip_batches=skip_batches)
-    return iter(self.strategy.experimental_distribute_dataset(dataset))
+    return iter(self.strategy.experimental_distribute_dataset(
+        self.train_dataset(skip_batches)))
 
 
 def load_or_create_model_config(task, config, work_dir):

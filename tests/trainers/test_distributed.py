@@ -217,17 +217,18 @@ def test_kill_9_and_rerun_finishes_like_an_uninterrupted_run(reference_runs,
                              reference["final_train_loss"], rtol=LOSS_RTOL)
 
 
-def start_workers(settings, model_dir, export_dir, log_dir):
-  """Two MultiWorkerMirroredStrategy workers on fresh 127.0.0.1 ports; their
-  logs go to log_dir/worker_<i>.log."""
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+def start_workers(log_dir, *worker_settings):
+  """One MultiWorkerMirroredStrategy worker per settings dict, on fresh
+  127.0.0.1 ports; their logs go to log_dir/worker_<i>.log."""
+  cluster = {"worker": [f"127.0.0.1:{port}"
+                        for port in free_ports(len(worker_settings))]}
   workers = []
-  for index in range(2):
+  for index, settings in enumerate(worker_settings):
     env = dict(python_env(), TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     with open(log_dir / f"worker_{index}.log", "w") as log:
       workers.append(subprocess.Popen(
-          train_command(settings, model_dir=model_dir, export_dir=export_dir,
+          train_command(settings,
                         distribution_strategy="multi_worker_mirrored"),
           cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log))
   return workers
@@ -248,8 +249,9 @@ def test_multi_worker_trains_checkpoints_and_exports_once(reference_runs,
   family, settings, dirs = reference_runs
   model_dir, export_dir = tmp_path / "mwms", tmp_path / "exports"
   worker_dir = model_dir / ".workers" / "worker_1"
+  worker = dict(settings, model_dir=model_dir, export_dir=export_dir)
   if family == PREEMPTED_FAMILY:
-    workers = start_workers(settings, model_dir, export_dir, tmp_path)
+    workers = start_workers(tmp_path, worker, worker)
     # Preempt the non-chief once it trains (its preemption handler is set).
     wait_for(lambda: "Training " in (tmp_path / "worker_1.log").read_text(),
              workers[1], "training to start")
@@ -262,7 +264,7 @@ def test_multi_worker_trains_checkpoints_and_exports_once(reference_runs,
     assert any(name.endswith(".index") for name in saved[model_dir])
     assert not export_dir.exists()
 
-  outcomes = finish(start_workers(settings, model_dir, export_dir, tmp_path),
+  outcomes = finish(start_workers(tmp_path, worker, worker),
                     tmp_path)
   for log, rc in outcomes:
     assert rc == 0, log[-3000:]
@@ -289,20 +291,11 @@ def test_workers_with_different_data_stop_with_a_clear_error(sst2_subset,
   for name in ("train.tsv", "dev.tsv"):
     with open(os.path.join(sst2_subset, name)) as f:
       (other_data / name).write_text("".join(f.readlines()[:1500]))
-  settings = dict(COMMON, **FAMILIES["encoder"][1])
-  cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-  workers = []
-  for index, data_dir in enumerate((sst2_subset, other_data)):
-    env = dict(python_env(), TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    workers.append(subprocess.Popen(
-        train_command(settings, data_dir=data_dir, model_dir=tmp_path / "m",
-                      distribution_strategy="multi_worker_mirrored"),
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True))
-  for worker in workers:
-    _, stderr = worker.communicate(timeout=600)
-    assert worker.returncode == 2, stderr[-3000:]
+  settings = dict(COMMON, **FAMILIES["encoder"][1], model_dir=tmp_path / "m")
+  workers = start_workers(tmp_path, dict(settings, data_dir=sst2_subset),
+                          dict(settings, data_dir=other_data))
+  for stderr, returncode in finish(workers, tmp_path):
+    assert returncode == 2, stderr[-3000:]
     assert ("the workers disagree on the model config and vocabulary"
             in stderr)
     assert "Traceback" not in stderr
