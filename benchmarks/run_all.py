@@ -8,7 +8,8 @@ Steps, each a command of its own that can also be run alone:
      train (or, with --reuse_runs, take runs/<recipe>), export, score the
      export -> benchmarks/results/<recipe>.json;
   2. benchmarks.generation (decoder) and benchmarks.translation_speed;
-  3. benchmarks/serving_load.py on the SST-2 export;
+  3. benchmarks.serving_load on each export (one sentence, prompt or source
+     per request; longer points for the generating models);
   4. benchmarks.training_curves over the runs, and benchmarks.model_cards;
   5. benchmarks.train_throughput (every family, strategy and precision).
 Each step's JSON records the date, the machine and the git commit.
@@ -28,6 +29,10 @@ flags.DEFINE_bool("reuse_runs", False, "Score runs/<recipe> instead of "
 FLAGS = flags.FLAGS
 
 RECIPES = ("sst2_small", "shakespeare_small", "multi30k_small")
+# Seconds per serving load point: a generating model answers in seconds, so
+# its points run longer to collect enough requests for a p99.
+SERVING_SECONDS = {"sst2_small": 5, "shakespeare_small": 30,
+                   "multi30k_small": 30}
 
 
 def run(*args):
@@ -65,8 +70,9 @@ def main(argv):
   exports = {recipe: latest_version(os.path.join(root, "runs",
                                                  f"recipe_{recipe}", "export"))
              for recipe in RECIPES}
-  run("benchmarks/serving_load.py",
-      f"--saved_model_dir={exports['sst2_small']}")
+  for recipe in RECIPES:
+    run("-m", "benchmarks.serving_load", f"--saved_model_dir={exports[recipe]}",
+        f"--seconds={SERVING_SECONDS[recipe]}")
   run("-m", "benchmarks.training_curves",
       *[f"--run={recipe}:{model_dir[recipe]}" for recipe in RECIPES])
   run("-m", "benchmarks.model_cards",

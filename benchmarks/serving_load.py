@@ -3,20 +3,26 @@
 Starts `python -m serving.server` as a subprocess on 127.0.0.1 (so client threads
 and the server do not share a GIL) and measures, in one run:
 
-  1. 32 concurrent clients sending one sentence each: throughput with
+  1. 32 concurrent clients sending one request text each: throughput with
      --enable_batching vs without (ratio = batching on / off).
-  2. gRPC Predict with a batch of 32 sentences vs calling the same signature
+  2. gRPC Predict with a batch of 32 texts vs calling the same signature
      in-process through tf.saved_model.load (ratio = gRPC / in-process latency).
   3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
 
-Writes benchmarks/results/serving_load.json and, with matplotlib, a PNG.
+Request texts are real rows of the model's bundled data, picked by the
+signature's string input: `text` (classifier) SST-2 dev sentences, `prompt`
+(language model) the first 32 characters of lines of the tiny-shakespeare
+validation text, `source` (translator) German test_2016_flickr sentences.
 
-  python benchmarks/serving_load.py --saved_model_dir=/path/to/export/1
+Writes benchmarks/results/serving_load_<data>.json (date, machine, git commit)
+and, with matplotlib, a PNG next to it.
+
+  python -m benchmarks.serving_load --saved_model_dir=models/sst2/<version>
+  python -m benchmarks.serving_load --saved_model_dir=models/multi30k/<version> --seconds=20
 """
 
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -36,12 +42,14 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from benchmarks import environment
+
 try:  # The exports' tokenizers are tensorflow-text ops.
   import tensorflow_text  # noqa: F401  pylint: disable=unused-import
 except ImportError:
   pass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = environment.ROOT
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model_dir", None, "A SavedModel version directory to serve.")
 flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
@@ -52,15 +60,48 @@ flags.DEFINE_list("concurrency", ["1", "2", "4", "8", "16", "32"], "Concurrency 
 flags.DEFINE_integer("max_batch_size", 32, "BatchingParameters.max_batch_size.")
 flags.DEFINE_integer("batch_timeout_micros", 2000, "BatchingParameters.batch_timeout_micros.")
 flags.DEFINE_integer("num_batch_threads", 2, "BatchingParameters.num_batch_threads.")
-flags.DEFINE_string("output", os.path.join(ROOT, "benchmarks", "results", "serving_load.json"),
-                    "Where to write the JSON results (a PNG goes next to it).")
+flags.DEFINE_string("output", "", "Where to write the JSON results (a PNG goes next "
+                    "to it); default benchmarks/results/serving_load_<data>.json.")
 
-SENTENCES = [
-    "a gripping, beautifully shot film", "dull and far too long", "I loved every minute",
-    "the plot makes no sense at all", "an instant classic", "not worth the ticket",
-    "surprisingly funny and warm", "the acting is wooden", "a masterpiece of tension",
-    "boring", "charming performances all round", "I want my two hours back",
-]
+NUM_TEXTS = 64  # distinct request texts
+PROMPT_CHARACTERS = 32  # language-model prompts: the first characters of a line
+
+
+def _sst2_sentences():
+  from trainers.classification_data import read_labeled_tsv  # pylint: disable=import-outside-toplevel
+  sentences, _ = read_labeled_tsv(os.path.join(ROOT, "data", "sst2", "dev.tsv"), ("0", "1"))
+  return sentences
+
+
+def _shakespeare_prompts():
+  from trainers import language_model_data  # pylint: disable=import-outside-toplevel
+  text = language_model_data.read_text(
+      os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"))
+  _, validation = language_model_data.split_text(text)
+  lines = [l for l in validation.splitlines() if len(l) >= PROMPT_CHARACTERS]
+  return [l[:PROMPT_CHARACTERS] for l in lines]
+
+
+def _multi30k_sources():
+  from trainers.translation_data import read_lines  # pylint: disable=import-outside-toplevel
+  return read_lines(os.path.join(ROOT, "data", "multi30k", "test_2016_flickr.de.gz"))
+
+
+# Signature input name -> (data name, reader of the request texts).
+REQUEST_DATA = {
+    "text": ("sst2", _sst2_sentences),
+    "prompt": ("shakespeare", _shakespeare_prompts),
+    "source": ("multi30k", _multi30k_sources),
+}
+
+
+def request_texts(input_key):
+  """(data name, NUM_TEXTS texts) for a signature input; UsageError if unknown."""
+  if input_key not in REQUEST_DATA:
+    raise app.UsageError(f"no bundled request texts for input {input_key!r}; "
+                         f"inputs with data: {sorted(REQUEST_DATA)}")
+  name, reader = REQUEST_DATA[input_key]
+  return name, reader()[:NUM_TEXTS]
 
 
 def _free_port():
@@ -118,6 +159,7 @@ class ServerProcess:
 
 
 def _request(texts, input_key):
+  """A Predict request of model 'bench' with `texts` as string[len(texts)]."""
   request = predict_pb2.PredictRequest(
       model_spec=model_pb2.ModelSpec(name="bench", signature_name=FLAGS.signature_name))
   request.inputs[input_key].CopyFrom(tf.make_tensor_proto(
@@ -125,8 +167,8 @@ def _request(texts, input_key):
   return request
 
 
-def run_load(target, concurrency, seconds, input_key):
-  """Closed-loop load: `concurrency` clients, one sentence per request."""
+def run_load(target, concurrency, seconds, input_key, texts):
+  """Closed-loop load: `concurrency` clients, one text per request."""
   latencies = [[] for _ in range(concurrency)]
   errors = [0]
   start_barrier = threading.Barrier(concurrency + 1)
@@ -135,7 +177,7 @@ def run_load(target, concurrency, seconds, input_key):
   def client(i):
     with grpc.insecure_channel(target) as ch:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
-      requests = [_request([SENTENCES[(i + k) % len(SENTENCES)]], input_key) for k in range(8)]
+      requests = [_request([texts[(i * 8 + k) % len(texts)]], input_key) for k in range(8)]
       stub.Predict(requests[0], timeout=60)  # Connect before the clock starts.
       start_barrier.wait()
       k = 0
@@ -181,8 +223,8 @@ def _timed(fn, seconds):
   return np.array(times)
 
 
-def grpc_vs_in_process(target, input_key, seconds):
-  batch = [SENTENCES[i % len(SENTENCES)] for i in range(32)]
+def grpc_vs_in_process(target, input_key, seconds, texts):
+  batch = [texts[i % len(texts)] for i in range(32)]
   with grpc.insecure_channel(target) as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     request = _request(batch, input_key)
@@ -207,7 +249,7 @@ def _input_key():
   return next(iter(kwargs))
 
 
-def _plot(results, path):
+def _plot(results, path, title):
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
@@ -223,11 +265,11 @@ def _plot(results, path):
     ax2.plot(c, [p["throughput_rps"] for p in sweep], marker="o", label=mode)
   for ax, ylabel in ((ax1, "latency (ms)"), (ax2, "requests / s")):
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients (1 sentence each)")
+    ax.set_xlabel("concurrent clients (1 text per request)")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend()
-  fig.suptitle("serving/ gRPC Predict load (batching on vs off)")
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -240,34 +282,39 @@ def main(argv):
     raise app.UsageError("--saved_model_dir is required")
   saved_model_dir = os.path.abspath(FLAGS.saved_model_dir)
   input_key = _input_key()
+  data_name, texts = request_texts(input_key)
+  output = FLAGS.output or os.path.join(ROOT, "benchmarks", "results",
+                                        f"serving_load_{data_name}.json")
   workdir = tempfile.mkdtemp(prefix="serving_load_")
   base = os.path.join(workdir, "bench")
   os.makedirs(base)
   os.symlink(saved_model_dir, os.path.join(base, "1"))
   concurrency = [int(c) for c in FLAGS.concurrency]
-  results = {
+  results = dict(environment.describe(), **{
       "benchmark": "serving_load",
-      "saved_model_dir": saved_model_dir,
+      "command": " ".join(["python -m benchmarks.serving_load"] + sys.argv[1:]),
+      "saved_model_dir": os.path.relpath(saved_model_dir, ROOT),
       "signature_name": FLAGS.signature_name,
+      "input_key": input_key,
+      "request_data": data_name,
       "seconds_per_point": FLAGS.seconds,
       "batching_parameters": {"max_batch_size": FLAGS.max_batch_size,
                               "batch_timeout_micros": FLAGS.batch_timeout_micros,
                               "num_batch_threads": FLAGS.num_batch_threads},
-      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                  "tensorflow": tf.__version__},
       "sweep": {},
-  }
+  })
   try:
     for mode, batching in (("batching_off", False), ("batching_on", True)):
       server = ServerProcess(base, batching, workdir)
       try:
         results[f"clients_{FLAGS.clients}_{mode}"] = run_load(
-            server.target, FLAGS.clients, FLAGS.seconds, input_key)
-        results["sweep"][mode] = [run_load(server.target, c, FLAGS.seconds, input_key)
-                                  for c in concurrency]
+            server.target, FLAGS.clients, FLAGS.seconds, input_key, texts)
+        results["sweep"][mode] = [
+            run_load(server.target, c, FLAGS.seconds, input_key, texts)
+            for c in concurrency]
         if not batching:
           results["grpc_vs_in_process"] = grpc_vs_in_process(
-              server.target, input_key, FLAGS.seconds)
+              server.target, input_key, FLAGS.seconds, texts)
       finally:
         server.stop()
   finally:
@@ -275,10 +322,12 @@ def main(argv):
   on = results[f"clients_{FLAGS.clients}_batching_on"]["throughput_rps"]
   off = results[f"clients_{FLAGS.clients}_batching_off"]["throughput_rps"]
   results["batching_throughput_ratio"] = on / off
-  os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-  png = _plot(results, os.path.splitext(FLAGS.output)[0] + ".png")
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  title = (f"serving/ gRPC Predict load, {data_name} export "
+           f"({FLAGS.signature_name}), batching on vs off")
+  png = _plot(results, os.path.splitext(output)[0] + ".png", title)
   results["plot"] = os.path.basename(png) if png else None
-  with open(FLAGS.output, "w", encoding="utf-8") as f:
+  with open(output, "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2)
   print(json.dumps({k: v for k, v in results.items() if k != "sweep"}, indent=2))
 

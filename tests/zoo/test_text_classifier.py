@@ -34,7 +34,7 @@ def test_logits_shape_and_dtype(model):
   assert logits.shape == (5, 3) and logits.dtype == tf.float32
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "cls"])
 def test_adding_padding_changes_nothing(pooling):
   keras.utils.set_random_seed(2)
   m = build_text_classifier(dict(PRESET, pooling=pooling), num_classes=2)

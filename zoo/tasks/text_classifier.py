@@ -13,7 +13,10 @@ from zoo.backbones.encoder import build_encoder_backbone
 from zoo.tasks.task_model import TaskModel
 from zoo.tokenizers.wordpiece import PAD_ID
 
-POOLINGS = ("mean", "cls")
+# mean: average of the unpadded positions; max: their element-wise maximum (a
+# length-independent summary); mean_max: both, concatenated ([B, 2D]); cls:
+# the first position.
+POOLINGS = ("mean", "max", "mean_max", "cls")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -38,10 +41,7 @@ class TextClassifier(TaskModel):
     if self.pooling == "cls":
       pooled = sequence[:, 0, :]  # [B, D]
     else:
-      weights = ops.cast(mask, sequence.dtype)[:, :, None]  # [B, T, 1]
-      total = ops.sum(sequence * weights, axis=1)  # [B, D]
-      count = ops.maximum(ops.sum(weights, axis=1), 1.0)  # [B, 1]
-      pooled = total / count  # [B, D]
+      pooled = masked_pooling(sequence, mask, self.pooling)  # [B, D or 2D]
     return {"pooled": pooled, "sequence": sequence, "mask": mask}
 
   def call(self, token_ids, training=None):
@@ -54,6 +54,23 @@ class TextClassifier(TaskModel):
     config.update(num_classes=self.num_classes, pooling=self.pooling,
                   dropout=self.dropout)
     return config
+
+
+def masked_pooling(sequence, mask, pooling):
+  """float[B, T, D], int32[B, T] -> float[B, D] (mean, max) or [B, 2D]
+  (mean_max), over the positions where mask is 1. A row with no unpadded
+  position pools to zeros."""
+  weights = ops.cast(mask, sequence.dtype)[:, :, None]  # [B, T, 1]
+  count = ops.sum(weights, axis=1)  # [B, 1]
+  mean = ops.sum(sequence * weights, axis=1) / ops.maximum(count, 1.0)  # [B, D]
+  if pooling == "mean":
+    return mean
+  lowest = ops.cast(-1e4, sequence.dtype)  # below any layer-normed value
+  masked = ops.where(weights > 0, sequence, lowest)  # [B, T, D]
+  maximum = ops.max(masked, axis=1) * ops.cast(count > 0, sequence.dtype)
+  if pooling == "max":
+    return maximum  # [B, D]
+  return ops.concatenate([mean, maximum], axis=-1)  # [B, 2D]
 
 
 def build_text_classifier(preset, num_classes):
