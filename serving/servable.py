@@ -86,15 +86,14 @@ class Servable:
   def run_unbatched(self, feeds, fetches, deadline=None):
     names = tuple(sorted(feeds))
     try:
+      fn = self._callable(names, tuple(fetches))
       if deadline is not None:
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
           raise errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        options = tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms)
-        outputs = self._session.run(list(fetches), {n: feeds[n] for n in names},
-                                    options=options)
+        outputs = fn(*[feeds[n] for n in names],
+                     options=tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms))
       else:
-        fn = self._callable(names, tuple(fetches))
         outputs = fn(*[feeds[n] for n in names])
     except tf.errors.OpError as e:
       raise errors.from_tf_error(e) from None
@@ -103,6 +102,9 @@ class Servable:
     return [_as_array(o) for o in outputs]
 
   def _callable(self, feed_names, fetch_names):
+    """A cached Session callable for these feeds and fetches (it takes an
+    optional `options=RunOptions`, for deadlines): the feed and fetch
+    bookkeeping of Session.run is done once, not per request."""
     key = (feed_names, fetch_names)
     fn = self._callables.get(key)
     if fn is None:
@@ -114,7 +116,8 @@ class Servable:
         if fn is None:
           try:
             fn = self._session.make_callable(
-                list(fetch_names), feed_list=list(feed_names))
+                list(fetch_names), feed_list=list(feed_names),
+                accept_options=True)
           except (KeyError, ValueError, TypeError) as e:
             raise errors.invalid_argument(str(e)) from None
           self._callables[key] = fn
