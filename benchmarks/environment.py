@@ -3,7 +3,8 @@
 import datetime
 import os
 import platform
-import subprocess
+
+from export.model_card import git_commit  # HEAD, "-dirty" with local changes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,15 +18,6 @@ def cpu_model():
   except OSError:
     pass
   return platform.processor() or "unknown"
-
-
-def git_commit():
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
-                          capture_output=True, timeout=10,
-                          check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
 
 
 def describe():
