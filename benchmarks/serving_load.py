@@ -84,7 +84,8 @@ def _shakespeare_prompts():
 
 def _multi30k_sources():
   from trainers.translation_data import read_lines  # pylint: disable=import-outside-toplevel
-  return read_lines(os.path.join(ROOT, "data", "multi30k", "test_2016_flickr.de.gz"))
+  lines, _ = read_lines(os.path.join(ROOT, "data", "multi30k", "test_2016_flickr.de.gz"))
+  return lines
 
 
 # Signature input name -> (data name, reader of the request texts).
@@ -174,11 +175,18 @@ def run_load(target, concurrency, seconds, input_key, texts):
   start_barrier = threading.Barrier(concurrency + 1)
   stop_at = [0.0]
 
+  all_requests = [[_request([texts[(i * 8 + k) % len(texts)]], input_key)
+                   for k in range(8)] for i in range(concurrency)]
+
   def client(i):
+    requests = all_requests[i]
     with grpc.insecure_channel(target) as ch:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
-      requests = [_request([texts[(i * 8 + k) % len(texts)]], input_key) for k in range(8)]
-      stub.Predict(requests[0], timeout=60)  # Connect before the clock starts.
+      try:
+        stub.Predict(requests[0], timeout=60)  # Connect before the clock starts.
+      except grpc.RpcError:
+        start_barrier.abort()  # the main thread's wait raises: no silent hang
+        raise
       start_barrier.wait()
       k = 0
       while time.monotonic() < stop_at[0]:
