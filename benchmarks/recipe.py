@@ -12,6 +12,8 @@ Multi30k test_2016_flickr sacreBLEU/chrF via `translate`. Writes
 benchmarks/results/<recipe>.json with the date, machine and git commit.
 --model_dir reuses a finished run of the same recipe instead of training
 (the JSON then has no wall-clock figure, only the training loop's own).
+--seed=N trains with that seed instead of the recipe's and writes
+benchmarks/results/<recipe>_seed<N>.json (the README's seed variation).
 """
 
 import json
@@ -33,6 +35,8 @@ flags.DEFINE_string("work_dir", "", "Where model_dir and exports go "
                     "(default: a temp dir, deleted afterwards).")
 flags.DEFINE_string("model_dir", "", "A finished run of this recipe to "
                     "export and score instead of training a new one.")
+flags.DEFINE_integer("seed", None, "Train with this --seed instead of the "
+                     "recipe's; the JSON is then <recipe>_seed<N>.json.")
 
 # task -> (evaluate flags, the metrics kept in the JSON)
 EVALUATIONS = {
@@ -76,6 +80,9 @@ def main(argv):
   export_base = os.path.join(work_dir, "export")
   python = sys.executable
   wall_seconds = None
+  seed_flags = [] if FLAGS.seed is None else [f"--seed={FLAGS.seed}"]
+  if FLAGS.seed is not None:
+    name += f"_seed{FLAGS.seed}"
   if FLAGS.model_dir:
     with open(os.path.join(model_dir, "results.json")) as f:
       averaged = "averaged" in json.load(f)
@@ -86,7 +93,8 @@ def main(argv):
   else:
     start = time.time()
     run([python, "-m", "trainers.train", f"--flagfile={recipe}",
-         f"--model_dir={model_dir}", f"--export_dir={export_base}"])
+         f"--model_dir={model_dir}", f"--export_dir={export_base}",
+         *seed_flags])
     wall_seconds = time.time() - start
   with open(os.path.join(model_dir, "results.json")) as f:
     train_results = json.load(f)
@@ -104,9 +112,10 @@ def main(argv):
       "benchmark": "recipe",
       "recipe": recipe,
       "task": task,
+      "seed": FLAGS.seed,
       "commands": [
-          f"python -m trainers.train --flagfile={recipe} --model_dir=DIR "
-          "--export_dir=EXPORT",
+          " ".join([f"python -m trainers.train --flagfile={recipe}",
+                    "--model_dir=DIR --export_dir=EXPORT", *seed_flags]),
           f"python -m trainers.evaluate --task={task} "
           f"--saved_model=EXPORT/<version> {' '.join(evaluate_flags)}".strip()],
       "train_wall_seconds": wall_seconds,
