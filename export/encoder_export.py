@@ -25,6 +25,14 @@ WARMUP_SENTENCES = ("a gripping , funny and deeply moving film .",
                     "dull , lifeless and far too long .")
 
 
+def trim_padding(ids):
+  """int32[B, T] -> int32[B, W]: drops the padding columns after the longest
+  row (W >= 1). Padding is masked, so the logits do not change; a batch of
+  short sentences no longer pays for the model's full sequence length."""
+  longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1))
+  return ids[:, :tf.maximum(longest, 1)]
+
+
 def build_archive(model, tokenizer, model_config):
   """Returns (archive, {signature: method name other than predict})."""
   archive = keras.export.ExportArchive()
@@ -33,7 +41,7 @@ def build_archive(model, tokenizer, model_config):
   label_names = tf.constant(model_config["labels"])  # [C]
 
   def predict_probabilities(text):
-    ids = tokenizer(text)  # [B, T]
+    ids = trim_padding(tokenizer(text))  # [B, W], W <= T
     logits = model(ids, training=False)  # [B, C]
     return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [B, C]
 

@@ -59,6 +59,25 @@ def test_tf1_session_loader_matches_in_memory_model(exported_model,
       ["negative", "positive"][i] for i in expected.argmax(-1)]
 
 
+def test_short_batches_are_trimmed_without_changing_outputs(exported_model,
+                                                            trained_model_dir):
+  # Short sentences run on fewer columns than the model's sequence length;
+  # the probabilities equal the full-length in-memory model's, alone or mixed.
+  short = ["a gripping , funny film .", "dull", "not good at all ."]
+  expected, _, tokenizer = in_memory_probabilities(trained_model_dir, short)
+  assert np.count_nonzero(tokenizer(tf.constant(short)).numpy(), axis=1).max() < (
+      tokenizer.sequence_length)
+  _, batch = run_tf1_session(exported_model, "serving_default", {"text": short})
+  np.testing.assert_allclose(batch["probabilities"], expected, atol=PARITY_ATOL)
+  for i, sentence in enumerate(short):
+    _, alone = run_tf1_session(exported_model, "serving_default",
+                               {"text": [sentence]})
+    np.testing.assert_allclose(alone["probabilities"][0], expected[i],
+                               atol=PARITY_ATOL)
+  _, empty = run_tf1_session(exported_model, "serving_default", {"text": []})
+  assert empty["probabilities"].shape == (0, 2)
+
+
 def test_classify_signature_takes_tf_examples(exported_model, trained_model_dir):
   examples = [tf.train.Example(features=tf.train.Features(feature={
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(
