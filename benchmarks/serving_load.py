@@ -10,9 +10,7 @@ and the server do not share a GIL) and measures, in one run:
   3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
 
 Request texts are real rows of the model's bundled data, picked by the
-signature's string input: `text` (classifier) SST-2 dev sentences, `prompt`
-(language model) the first 32 characters of lines of the tiny-shakespeare
-validation text, `source` (translator) German test_2016_flickr sentences.
+signature's string input (benchmarks/request_texts.py).
 
 Writes benchmarks/results/serving_load_<data>.json (date, machine, git commit)
 and, with matplotlib, a PNG next to it.
@@ -43,6 +41,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks import environment
+from benchmarks.request_texts import request_texts
 
 try:  # The exports' tokenizers are tensorflow-text ops.
   import tensorflow_text  # noqa: F401  pylint: disable=unused-import
@@ -62,48 +61,6 @@ flags.DEFINE_integer("batch_timeout_micros", 2000, "BatchingParameters.batch_tim
 flags.DEFINE_integer("num_batch_threads", 2, "BatchingParameters.num_batch_threads.")
 flags.DEFINE_string("output", "", "Where to write the JSON results (a PNG goes next "
                     "to it); default benchmarks/results/serving_load_<data>.json.")
-
-NUM_TEXTS = 64  # distinct request texts
-PROMPT_CHARACTERS = 32  # language-model prompts: the first characters of a line
-
-
-def _sst2_sentences():
-  from trainers.classification_data import read_labeled_tsv  # pylint: disable=import-outside-toplevel
-  sentences, _ = read_labeled_tsv(os.path.join(ROOT, "data", "sst2", "dev.tsv"), ("0", "1"))
-  return sentences
-
-
-def _shakespeare_prompts():
-  from trainers import language_model_data  # pylint: disable=import-outside-toplevel
-  text = language_model_data.read_text(
-      os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"))
-  _, validation = language_model_data.split_text(text)
-  lines = [l for l in validation.splitlines() if len(l) >= PROMPT_CHARACTERS]
-  return [l[:PROMPT_CHARACTERS] for l in lines]
-
-
-def _multi30k_sources():
-  from trainers.translation_data import read_lines  # pylint: disable=import-outside-toplevel
-  lines, _ = read_lines(os.path.join(ROOT, "data", "multi30k", "test_2016_flickr.de.gz"))
-  return lines
-
-
-# Signature input name -> (data name, reader of the request texts).
-REQUEST_DATA = {
-    "text": ("sst2", _sst2_sentences),
-    "prompt": ("shakespeare", _shakespeare_prompts),
-    "source": ("multi30k", _multi30k_sources),
-}
-
-
-def request_texts(input_key):
-  """(data name, NUM_TEXTS texts) for a signature input; UsageError if unknown."""
-  if input_key not in REQUEST_DATA:
-    raise app.UsageError(f"no bundled request texts for input {input_key!r}; "
-                         f"inputs with data: {sorted(REQUEST_DATA)}")
-  name, reader = REQUEST_DATA[input_key]
-  return name, reader()[:NUM_TEXTS]
-
 
 def _free_port():
   with socket.socket() as s:
@@ -289,8 +246,14 @@ def main(argv):
   if not FLAGS.saved_model_dir:
     raise app.UsageError("--saved_model_dir is required")
   saved_model_dir = os.path.abspath(FLAGS.saved_model_dir)
+  if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+    raise app.UsageError(f"--saved_model_dir={FLAGS.saved_model_dir}: no "
+                         "saved_model.pb there (pass an export version directory)")
   input_key = _input_key()
-  data_name, texts = request_texts(input_key)
+  try:
+    data_name, texts = request_texts(input_key)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   output = FLAGS.output or os.path.join(ROOT, "benchmarks", "results",
                                         f"serving_load_{data_name}.json")
   workdir = tempfile.mkdtemp(prefix="serving_load_")
