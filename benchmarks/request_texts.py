@@ -6,32 +6,33 @@ tiny-shakespeare validation text, `source` (translator) German
 test_2016_flickr sentences.
 """
 
-import os
-
-from benchmarks.environment import ROOT
-from trainers import language_model_data
-from trainers.classification_data import read_labeled_tsv
+from trainers.config import TrainConfig
+from trainers.tasks import get_task
 from trainers.translation_data import read_lines
 
 NUM_TEXTS = 64  # distinct request texts
 PROMPT_CHARACTERS = 32  # language-model prompts: the first characters of a line
 
 
+def _task(name):
+  """The trainer's task object: its splits are the ones the results use."""
+  return get_task(TrainConfig(task=name))
+
+
 def _sst2_sentences():
-  sentences, _ = read_labeled_tsv(os.path.join(ROOT, "data", "sst2", "dev.tsv"), ("0", "1"))
+  sentences, _ = _task("sst2").read_split("dev")
   return sentences
 
 
 def _shakespeare_prompts():
-  text = language_model_data.read_text(
-      os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"))
-  _, validation = language_model_data.split_text(text)
+  validation = _task("shakespeare").eval_text("validation")
   lines = [l for l in validation.splitlines() if len(l) >= PROMPT_CHARACTERS]
   return [l[:PROMPT_CHARACTERS] for l in lines]
 
 
 def _multi30k_sources():
-  lines, _ = read_lines(os.path.join(ROOT, "data", "multi30k", "test_2016_flickr.de.gz"))
+  source_path, _ = _task("multi30k_de_en").split_paths("test")
+  lines, _ = read_lines(source_path)
   return lines
 
 
