@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from export import warmup
+from zoo.tokenizers.wordpiece import longest_row
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 EXAMPLE_TEXT_FEATURE = "text"
@@ -29,8 +30,7 @@ def trim_padding(ids):
   """int32[B, T] -> int32[B, W]: drops the padding columns after the longest
   row (W >= 1). Padding is masked, so the logits do not change; a batch of
   short sentences no longer pays for the model's full sequence length."""
-  longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1))
-  return ids[:, :tf.maximum(longest, 1)]
+  return ids[:, :tf.maximum(longest_row(ids), 1)]
 
 
 def build_archive(model, tokenizer, model_config):

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.errors import UserError
+from zoo.tokenizers.wordpiece import longest_row
 
 HEADER = ("sentence", "label")
 
@@ -59,7 +60,7 @@ def bucket_widths(sequence_length, step=16):
 def trim_to_bucket(ids, widths):
   """Cuts padding columns: int32[B, L] -> int32[B, W], W the smallest width in
   `widths` that holds the longest row (padding is masked, so outputs agree)."""
-  longest = tf.reduce_max(tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1))
+  longest = longest_row(ids)
   widths = tf.constant(widths, tf.int32)
   width = tf.gather(widths, tf.argmax(tf.cast(widths >= longest, tf.int32)))
   return ids[:, :width]

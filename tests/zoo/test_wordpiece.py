@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from zoo.tokenizers.wordpiece import (CLS, PAD_ID, UNK, WordPieceTokenizer,
-                                      learn_wordpiece_vocabulary, read_vocabulary,
-                                      write_vocabulary)
+                                      learn_wordpiece_vocabulary, longest_row,
+                                      read_vocabulary, write_vocabulary)
 
 CORPUS = ["the movie was great", "the film was terrible", "a great cast",
           "terrible acting and a dull plot", "great fun for the whole family",
@@ -74,3 +74,9 @@ def test_get_config_round_trip(tokenizer):
 def test_missing_vocabulary_file_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="Vocabulary file not found"):
     WordPieceTokenizer(str(tmp_path / "nope.txt"), sequence_length=8)
+
+
+def test_longest_row_counts_the_tokens_of_the_longest_row():
+  ids = tf.constant([[2, 5, 6, 0, 0], [2, 0, 0, 0, 0], [2, 7, 8, 9, 0]])
+  assert int(longest_row(ids)) == 4
+  assert int(longest_row(tf.zeros([0, 5], tf.int32))) == 0
