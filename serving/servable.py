@@ -102,9 +102,11 @@ class Servable:
     return [_as_array(o) for o in outputs]
 
   def _callable(self, feed_names, fetch_names):
-    """A cached Session callable for these feeds and fetches (it takes an
-    optional `options=RunOptions`, for deadlines): the feed and fetch
-    bookkeeping of Session.run is done once, not per request."""
+    """A cached Session callable for these feeds and fetches; it takes an
+    optional `options=RunOptions` (deadlines). With a feed list, TF's
+    make_callable still goes through Session.run on every call (see
+    BUILD_NOTES), so this saves no per-request work; it is where a run on an
+    unloading version is refused."""
     key = (feed_names, fetch_names)
     fn = self._callables.get(key)
     if fn is None:
