@@ -22,6 +22,8 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from zoo.layers.hashed_dropout import HashedDropout
+
 
 def empty_cache(batch_size, length, num_heads, head_dim, num_layers,
                 dtype=tf.float32):
@@ -49,7 +51,7 @@ class CausalSelfAttention(keras.layers.Layer):
                                   dtype=self.dtype_policy, name="qkv")
     self.output_dense = keras.layers.Dense(hidden_dim, kernel_initializer=init,
                                            dtype=self.dtype_policy, name="output")
-    self.attention_dropout = keras.layers.Dropout(dropout)
+    self.attention_dropout = HashedDropout(dropout)
 
   def build(self, input_shape):
     self.qkv.build(input_shape)
@@ -127,7 +129,7 @@ class DecoderBlock(keras.layers.Layer):
                                      name="mlp_in")
     self.mlp_out = keras.layers.Dense(hidden_dim, kernel_initializer=init,
                                       dtype=policy, name="mlp_out")
-    self.residual_dropout = keras.layers.Dropout(dropout)
+    self.residual_dropout = HashedDropout(dropout)
 
   def build(self, input_shape):
     self.attention_norm.build(input_shape)
@@ -179,7 +181,7 @@ class DecoderBackbone(keras.Model):
         embeddings_initializer=init, name="token_embedding")
     self.position_embedding = keras_hub.layers.PositionEmbedding(
         sequence_length, initializer=init, name="position_embedding")
-    self.embedding_dropout = keras.layers.Dropout(dropout)
+    self.embedding_dropout = HashedDropout(dropout)
     # One attribute per block (not a list): TF checkpoints track attributes.
     for i in range(num_layers):
       setattr(self, f"block_{i}", DecoderBlock(

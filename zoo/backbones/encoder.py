@@ -2,7 +2,8 @@
 
 Token ids in, one hidden vector per position out; id 0 is padding and is masked
 out of every attention. Built from keras_hub's TokenAndPositionEmbedding and
-TransformerEncoder blocks; each block's attention head size is
+TransformerEncoder blocks, whose dropout masks come from
+zoo.layers.hashed_dropout; each block's attention head size is
 hidden_dim // num_heads.
 """
 
@@ -10,6 +11,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from zoo.layers.hashed_dropout import HashedDropout, TransformerEncoderBlock
 from zoo.tokenizers.wordpiece import PAD_ID
 
 
@@ -38,12 +40,12 @@ class EncoderBackbone(keras.Model):
         embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
         name="embedding")
     # Word dropout: zeroes whole token vectors (a regulariser for small data).
-    self.token_dropout_layer = keras.layers.Dropout(
+    self.token_dropout_layer = HashedDropout(
         token_dropout, noise_shape=(None, None, 1), name="token_dropout")
-    self.embedding_dropout = keras.layers.Dropout(dropout, name="embedding_dropout")
+    self.embedding_dropout = HashedDropout(dropout, name="embedding_dropout")
     # One attribute per block (not a list): TF checkpoints track attributes.
     for i in range(num_layers):
-      setattr(self, f"block_{i}", keras_hub.layers.TransformerEncoder(
+      setattr(self, f"block_{i}", TransformerEncoderBlock(
           intermediate_dim=intermediate_dim, num_heads=num_heads,
           dropout=dropout, activation="gelu", normalize_first=True,
           name=f"block_{i}"))

@@ -10,7 +10,8 @@
 One embedding matrix serves the source, the target and the output projection
 (three-way tying over a joint vocabulary: zoo.tokenizers.sentencepiece).
 Inputs are scaled by sqrt(D) and summed with sinusoidal positions, which need
-no parameters and are defined at every position.
+no parameters and are defined at every position. Every dropout mask comes from
+zoo.layers.hashed_dropout (cheap under XLA on CPU).
 """
 
 import math
@@ -20,6 +21,8 @@ import keras_hub
 import tensorflow as tf
 
 from zoo.backbones.decoder import CausalSelfAttention, empty_cache
+from zoo.layers.hashed_dropout import (HashedDropout, MultiHeadAttention,
+                                       TransformerEncoderBlock)
 
 PAD_ID = 0
 
@@ -42,7 +45,7 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
                                               dtype=policy, name="self_attention")
     self.cross_attention_norm = keras.layers.LayerNormalization(
         epsilon=1e-5, dtype=policy, name="cross_attention_norm")
-    self.cross_attention = keras.layers.MultiHeadAttention(
+    self.cross_attention = MultiHeadAttention(
         num_heads, hidden_dim // num_heads, dropout=dropout, dtype=policy,
         name="cross_attention")
     self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy,
@@ -50,7 +53,7 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     self.mlp_in = keras.layers.Dense(intermediate_dim, activation="relu",
                                      dtype=policy, name="mlp_in")
     self.mlp_out = keras.layers.Dense(hidden_dim, dtype=policy, name="mlp_out")
-    self.residual_dropout = keras.layers.Dropout(dropout)
+    self.residual_dropout = HashedDropout(dropout)
 
   def build(self, input_shape):
     self.self_attention_norm.build(input_shape)
@@ -112,10 +115,10 @@ class Seq2SeqBackbone(keras.Model):
             stddev=hidden_dim ** -0.5), name="token_embedding")
     self.position_encoding = keras_hub.layers.SinePositionEncoding(
         name="position_encoding")
-    self.embedding_dropout = keras.layers.Dropout(dropout)
+    self.embedding_dropout = HashedDropout(dropout)
     # One attribute per block (not a list): TF checkpoints track attributes.
     for i in range(num_encoder_layers):
-      setattr(self, f"encoder_block_{i}", keras_hub.layers.TransformerEncoder(
+      setattr(self, f"encoder_block_{i}", TransformerEncoderBlock(
           intermediate_dim=intermediate_dim, num_heads=num_heads,
           dropout=dropout, activation="relu", normalize_first=True,
           name=f"encoder_block_{i}"))

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from zoo.backbones.encoder import build_encoder_backbone
+from zoo.layers.hashed_dropout import HashedDropout
 from zoo.tasks.task_model import TaskModel
 from zoo.tokenizers.wordpiece import PAD_ID
 
@@ -31,7 +32,7 @@ class TextClassifier(TaskModel):
     self.num_classes = num_classes
     self.pooling = pooling
     self.dropout = dropout
-    self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
+    self.head_dropout = HashedDropout(dropout, name="head_dropout")
     self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
   def encode(self, token_ids, training=None):
