@@ -33,6 +33,42 @@ def trim_padding(ids):
   return ids[:, :tf.maximum(longest_row(ids), 1)]
 
 
+# A request batch of more rows than this runs as length-sorted chunks of this
+# many rows, each cut to its own longest row (see classify_in_sorted_chunks).
+SORTED_CHUNK_ROWS = 16
+
+
+def classify_in_sorted_chunks(ids, classify_fn, rows=SORTED_CHUNK_ROWS):
+  """int32[B, T] ids -> float32[B, C]: classify_fn(int32[b, W]) -> [b, C]
+  over chunks of `rows` rows of similar length, results back in input order.
+
+  A server batch mixes short and long sentences, and one padded batch makes
+  every row pay for the longest. Sorting rows by length and running each
+  chunk at its own width skips most of that padding (tested: identical
+  outputs). Batches of at most `rows` rows run as one call, as before.
+  """
+  count = tf.shape(ids)[0]
+
+  def in_chunks():
+    lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1)  # [B]
+    order = tf.argsort(lengths, stable=True)  # [B], shortest first
+    ordered = tf.gather(ids, order)  # [B, T]
+    chunks = (count + rows - 1) // rows
+
+    def body(i, outputs):
+      chunk = ordered[i * rows:(i + 1) * rows]  # [<=rows, T]
+      return i + 1, outputs.write(i, classify_fn(trim_padding(chunk)))
+
+    _, outputs = tf.while_loop(
+        lambda i, _: i < chunks, body,
+        [0, tf.TensorArray(tf.float32, size=chunks, infer_shape=False)])
+    in_order = outputs.concat()  # [B, C], sorted order
+    return tf.scatter_nd(order[:, None], in_order, tf.shape(in_order))
+
+  return tf.cond(count > rows, in_chunks,
+                 lambda: classify_fn(trim_padding(ids)))
+
+
 def build_archive(model, tokenizer, model_config):
   """Returns (archive, {signature: method name other than predict})."""
   archive = keras.export.ExportArchive()
@@ -40,10 +76,14 @@ def build_archive(model, tokenizer, model_config):
   archive.track(tokenizer)
   label_names = tf.constant(model_config["labels"])  # [C]
 
+  def probabilities(ids):
+    logits = model(ids, training=False)  # [b, C]
+    return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [b, C]
+
   def predict_probabilities(text):
-    ids = trim_padding(tokenizer(text))  # [B, W], W <= T
-    logits = model(ids, training=False)  # [B, C]
-    return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)  # [B, C]
+    result = classify_in_sorted_chunks(tokenizer(text), probabilities)
+    result.set_shape([None, label_names.shape[0]])  # lost in the while loop
+    return result  # [B, C]
 
   def serve(text):
     probabilities = predict_probabilities(text)  # [B, C]

@@ -78,6 +78,30 @@ def test_short_batches_are_trimmed_without_changing_outputs(exported_model,
   assert empty["probabilities"].shape == (0, 2)
 
 
+def test_large_batches_run_in_sorted_chunks_without_changing_outputs(
+    exported_model, trained_model_dir):
+  # More rows than SORTED_CHUNK_ROWS: rows of mixed lengths run in
+  # length-sorted chunks; every row still gets its own probabilities, in
+  # input order, as in the full-length in-memory model.
+  from export.encoder_export import SORTED_CHUNK_ROWS
+  rng = np.random.default_rng(0)
+  words = "a gripping funny dull film not good at all too long".split()
+  sentences = [" ".join(rng.choice(words, size=rng.integers(1, 40)))
+               for _ in range(2 * SORTED_CHUNK_ROWS + 5)]
+  expected, _, _ = in_memory_probabilities(trained_model_dir, sentences)
+  _, batch = run_tf1_session(exported_model, "serving_default",
+                             {"text": sentences})
+  np.testing.assert_allclose(batch["probabilities"], expected,
+                             atol=PARITY_ATOL)
+  np.testing.assert_array_equal(batch["label_id"], expected.argmax(-1))
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      "text": tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[s.encode()]))})).SerializeToString() for s in sentences]
+  _, classified = run_tf1_session(exported_model, "classify",
+                                  {"inputs": examples})
+  np.testing.assert_allclose(classified["scores"], expected, atol=PARITY_ATOL)
+
+
 def test_classify_signature_takes_tf_examples(exported_model, trained_model_dir):
   examples = [tf.train.Example(features=tf.train.Features(feature={
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(
