@@ -110,11 +110,22 @@ class ClassificationTask:
     """Loads the backbone weights of a pretraining run into model.backbone."""
     warm_start_backbone(model, init_checkpoint)
 
+  @property
+  def _pairs(self):
+    """True under R-Drop (--consistency_weight > 0): every training example
+    appears twice, in adjacent rows, so a replica's share of the batch keeps
+    each pair together and the two rows get different dropout masks."""
+    return self.config.consistency_weight > 0
+
   def train_dataset(self, tokenizer, global_batch_size, skip_batches):
     sentences, labels = self.train_examples()
-    return classification_data.train_dataset(
+    ds = classification_data.train_dataset(
         sentences, labels, tokenizer, global_batch_size, self.config.seed,
         skip_batches)
+    if self._pairs:  # [B, W] -> [2B, W]: x0, x0, x1, x1, ...
+      ds = ds.map(lambda ids, y: (tf.repeat(ids, 2, axis=0),
+                                  tf.repeat(y, 2, axis=0)))
+    return ds
 
   def eval_dataset(self, tokenizer, batch_size, split_or_path="dev"):
     sentences, labels = self.read_split(split_or_path)
@@ -127,21 +138,29 @@ class ClassificationTask:
     return tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
 
   def per_example_loss(self, labels, logits):
-    """float32[B] cross-entropy, with optional label smoothing."""
+    """float32[B] cross-entropy, with optional label smoothing; under R-Drop
+    plus the consistency term (each row of a pair carries half of it)."""
     num_classes = len(self.spec.labels)
+    logits = tf.cast(logits, tf.float32)  # [B, C]
     one_hot = tf.one_hot(labels, num_classes)  # [B, C]
-    return keras.losses.categorical_crossentropy(
-        one_hot, tf.cast(logits, tf.float32), from_logits=True,
-        label_smoothing=self.config.label_smoothing)
+    loss = keras.losses.categorical_crossentropy(
+        one_hot, logits, from_logits=True,
+        label_smoothing=self.config.label_smoothing)  # [B]
+    if self._pairs:
+      loss += self.config.consistency_weight * tf.repeat(
+          pair_divergence(logits), 2) / 2  # [B]
+    return loss
 
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over examples: this batch's example count."""
     return example_count(targets)
 
   def correct_predictions(self, labels, logits):
-    """float32[B]: 1 where argmax(logits) == label (a training metric)."""
+    """float32[B]: 1 where argmax(logits) == label (a training metric); under
+    R-Drop 1/2 a row, so that a batch's sum still counts examples."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
-    return tf.cast(tf.equal(predicted, labels), tf.float32)
+    correct = tf.cast(tf.equal(predicted, labels), tf.float32)
+    return correct / 2 if self._pairs else correct
 
   def evaluate(self, predict_fn, dataset):
     """Runs predict_fn(ids) -> logits over dataset; returns the metric dict."""
@@ -153,6 +172,15 @@ class ClassificationTask:
     return classification_metrics(np.concatenate(y_true),
                                   np.concatenate(y_pred), list(self.spec.labels))
 
+
+
+def pair_divergence(logits):
+  """float32[2N, C] logits of N adjacent pairs -> float32[N]: the symmetric
+  KL divergence KL(p||q) + KL(q||p) between each pair's two distributions."""
+  log_probs = tf.nn.log_softmax(logits, axis=-1)  # [2N, C]
+  pairs = tf.reshape(log_probs, [-1, 2, tf.shape(logits)[-1]])  # [N, 2, C]
+  p, q = pairs[:, 0], pairs[:, 1]  # [N, C]
+  return tf.reduce_sum((tf.exp(p) - tf.exp(q)) * (p - q), axis=-1)  # [N]
 
 
 def pretrained_model_config(init_checkpoint):

@@ -11,6 +11,9 @@ TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare", "multi30k_de_en")
 
 def get_task(config):
   """Returns the task object for config.task (a TrainConfig)."""
+  if config.consistency_weight > 0 and config.task != "sst2":
+    raise UserError(f"--consistency_weight is for classification tasks; "
+                    f"--task={config.task} does not take it")
   if config.task == "sst2":
     return ClassificationTask(SST2, config)
   if config.task == "sst2_mlm":  # masked-LM pretraining on SST-2's train text

@@ -49,6 +49,12 @@ flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay,
 flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing,
                    "Cross-entropy label smoothing.", lower_bound=0.0,
                    upper_bound=1.0)
+flags.DEFINE_float("consistency_weight", _DEFAULTS.consistency_weight,
+                   "Classification only. If > 0, R-Drop: each training "
+                   "example appears twice in its batch (so twice the "
+                   "compute), and the loss adds this weight times the mean "
+                   "of KL(p||q) and KL(q||p) between its two predictions.",
+                   lower_bound=0.0)
 flags.DEFINE_float("ema_momentum", _DEFAULTS.ema_momentum,
                    "If > 0, evaluate, keep and export an exponential moving "
                    "average of the weights with this momentum (e.g. 0.999).",
