@@ -11,7 +11,8 @@ Steps, each a command of its own that can also be run alone:
   3. benchmarks.serving_load on each export (one sentence, prompt or source
      per request; longer points for the generating models);
   4. benchmarks.training_curves over the runs, and benchmarks.model_cards;
-  5. benchmarks.train_throughput (every family, strategy and precision).
+  5. benchmarks.train_throughput (every family, strategy and precision) and
+     benchmarks.dropout_speed (why the zoo draws its own dropout masks).
 Each step's JSON records the date, the machine and the git commit.
 """
 
@@ -79,6 +80,7 @@ def main(argv):
       *[f"--card={exports[recipe]}:benchmarks/results/{recipe}.json"
         for recipe in RECIPES])
   run("-m", "benchmarks.train_throughput")
+  run("-m", "benchmarks.dropout_speed")
 
 
 if __name__ == "__main__":
