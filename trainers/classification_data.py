@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.errors import UserError
-from zoo.tokenizers.wordpiece import longest_row
+from zoo.tokenizers.wordpiece import longest_row, row_lengths
 
 HEADER = ("sentence", "label")
 
@@ -82,7 +82,7 @@ def train_dataset(sentences, labels, tokenizer, global_batch_size, seed,
   ds = ds.repeat()
   ds = ds.batch(1024).map(lambda s, y: (tokenizer(s), y)).unbatch()
   ds = ds.bucket_by_sequence_length(
-      lambda ids, y: tf.reduce_sum(tf.cast(ids != 0, tf.int32)),
+      lambda ids, y: row_lengths(ids),
       bucket_boundaries=[w + 1 for w in widths[:-1]],
       bucket_batch_sizes=[global_batch_size] * len(widths),
       drop_remainder=True)

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from zoo.tokenizers.wordpiece import (CLS, PAD_ID, UNK, WordPieceTokenizer,
                                       learn_wordpiece_vocabulary, longest_row,
+                                      row_lengths,
                                       read_vocabulary, write_vocabulary)
 
 CORPUS = ["the movie was great", "the film was terrible", "a great cast",
@@ -79,4 +80,6 @@ def test_missing_vocabulary_file_is_a_clear_error(tmp_path):
 def test_longest_row_counts_the_tokens_of_the_longest_row():
   ids = tf.constant([[2, 5, 6, 0, 0], [2, 0, 0, 0, 0], [2, 7, 8, 9, 0]])
   assert int(longest_row(ids)) == 4
+  assert row_lengths(ids).numpy().tolist() == [3, 1, 4]
+  assert int(row_lengths(ids[2])) == 4  # one unbatched row
   assert int(longest_row(tf.zeros([0, 5], tf.int32))) == 0

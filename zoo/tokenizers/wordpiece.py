@@ -50,11 +50,16 @@ def read_vocabulary(path):
     return [line.rstrip("\n") for line in f]
 
 
+def row_lengths(ids):
+  """int[..., T] ids, padded with PAD_ID after the tokens -> int32[...]: the
+  token count of each row."""
+  return tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=-1)
+
+
 def longest_row(ids):
   """int[B, T] ids, padded with PAD_ID after the tokens -> int32 scalar: the
   token count of the longest row (0 for an empty batch)."""
-  counts = tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), axis=1)  # [B]
-  return tf.reduce_max(tf.concat([counts, [0]], axis=0))
+  return tf.reduce_max(tf.concat([row_lengths(ids), [0]], axis=0))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
