@@ -41,6 +41,7 @@ class ClassificationTask:
   """Everything task-specific the training loop needs for a classifier."""
 
   family = "encoder"
+  supports_consistency = True  # implements --consistency_weight (R-Drop)
   primary_metric = "accuracy"
   higher_is_better = True
   eval_split = "dev"

@@ -22,6 +22,7 @@ class MaskedLMTask(ClassificationTask):
   """Reads data like its classification task; trains and scores a masked LM."""
 
   primary_metric = "accuracy"  # masked-token accuracy on the dev text
+  supports_consistency = False  # its own data and loss: no R-Drop pairs
 
   def new_model_config(self, model_dir):
     model_config = super().new_model_config(model_dir)

@@ -11,9 +11,15 @@ TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare", "multi30k_de_en")
 
 def get_task(config):
   """Returns the task object for config.task (a TrainConfig)."""
-  if config.consistency_weight > 0 and config.task != "sst2":
+  task = _build_task(config)
+  if config.consistency_weight > 0 and not getattr(
+      task, "supports_consistency", False):
     raise UserError(f"--consistency_weight is for classification tasks; "
                     f"--task={config.task} does not take it")
+  return task
+
+
+def _build_task(config):
   if config.task == "sst2":
     return ClassificationTask(SST2, config)
   if config.task == "sst2_mlm":  # masked-LM pretraining on SST-2's train text

@@ -64,6 +64,7 @@ def test_trains_end_to_end_with_rdrop(tmp_path, sst2_subset,
   assert results["best"]["examples"] == 200  # evaluated on unpaired dev rows
 
 
-def test_other_tasks_refuse_it():
+@pytest.mark.parametrize("task", ["shakespeare", "sst2_mlm", "multi30k_de_en"])
+def test_other_tasks_refuse_it(task):
   with pytest.raises(UserError, match="consistency_weight"):
-    get_task(TrainConfig(task="shakespeare", consistency_weight=1.0))
+    get_task(TrainConfig(task=task, consistency_weight=1.0))
