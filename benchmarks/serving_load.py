@@ -9,6 +9,10 @@ and the server do not share a GIL) and measures, in one run:
      in-process through tf.saved_model.load (ratio = gRPC / in-process latency).
   3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
 
+The server and the in-process call run under the server's TF runtime settings
+(serving/runtime_env.py: oneDNN kernels off unless TF_ENABLE_ONEDNN_OPTS is
+set), recorded in the JSON as tf_runtime_env.
+
 Request texts are real rows of the model's bundled data, picked by the
 signature's string input (benchmarks/request_texts.py).
 
@@ -29,9 +33,15 @@ import tempfile
 import threading
 import time
 
-import grpc
-import numpy as np
-import tensorflow as tf
+from serving import runtime_env
+
+# The server subprocesses inherit this environment, and the in-process
+# baseline below runs under the same TF runtime settings as they do.
+RUNTIME_ENV = runtime_env.apply_defaults()
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app
 from absl import flags
 from grpc_health.v1 import health_pb2
@@ -268,6 +278,7 @@ def main(argv):
       "signature_name": FLAGS.signature_name,
       "input_key": input_key,
       "request_data": data_name,
+      "tf_runtime_env": RUNTIME_ENV,
       "seconds_per_point": FLAGS.seconds,
       "batching_parameters": {"max_batch_size": FLAGS.max_batch_size,
                               "batch_timeout_micros": FLAGS.batch_timeout_micros,

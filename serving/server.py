@@ -12,8 +12,13 @@ import sys
 from absl import app
 from absl import flags
 
-from serving import config as config_lib
-from serving import model_server
+from serving import runtime_env
+
+# Before the first import of tensorflow (serving.model_server imports it).
+RUNTIME_ENV = runtime_env.apply_defaults()
+
+from serving import config as config_lib  # noqa: E402
+from serving import model_server  # noqa: E402
 
 _D = model_server.ServerOptions()
 FLAGS = flags.FLAGS
@@ -88,6 +93,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.info("TensorFlow runtime environment: %s", RUNTIME_ENV)
   try:
     server = model_server.ModelServer(options_from_flags())
   except (config_lib.ConfigError, OSError) as e:
