@@ -8,6 +8,10 @@ and the server do not share a GIL) and measures, in one run:
   2. gRPC Predict with a batch of 32 texts vs calling the same signature
      in-process through tf.saved_model.load (ratio = gRPC / in-process latency).
   3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
+  4. The ceiling on what batching can gain here, with no server at all: in
+     process, rows/s of one batch of 32 texts at a time against 32 threads
+     each running one text at a time (through the TF1 session loader, as
+     the server runs a model).
 
 The server and the in-process call run under the server's TF runtime settings
 (serving/runtime_env.py: oneDNN kernels off unless TF_ENABLE_ONEDNN_OPTS is
@@ -214,6 +218,54 @@ def grpc_vs_in_process(target, input_key, seconds, texts):
           "grpc_over_in_process": grpc_ms / local_ms}
 
 
+def in_process_batching_ceiling(input_key, seconds, texts, clients):
+  """What batching could gain with a free server: rows/s of one thread
+  calling the signature on batches of `clients` texts, against rows/s of
+  `clients` threads each calling it on one text at a time. Both in this
+  process, through the TF1 session loader the server uses, under the same
+  TF runtime settings."""
+  graph = tf.Graph()
+  with graph.as_default():
+    session = tf.compat.v1.Session(graph=graph)
+    meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], FLAGS.saved_model_dir)
+  signature = meta_graph.signature_def[FLAGS.signature_name]
+  feed = signature.inputs[input_key].name
+  fetches = [info.name for info in signature.outputs.values()]
+  encoded = [t.encode("utf-8") for t in texts]
+
+  def rows_per_second(threads, batch):
+    inputs = [np.array([encoded[(i * batch + k) % len(encoded)] for k in range(batch)],
+                       dtype=object) for i in range(threads)]
+    for x in inputs:
+      session.run(fetches, {feed: x})  # warm up every shape
+    counts = [0] * threads
+    stop_at = time.monotonic() + seconds
+
+    def worker(i):
+      while time.monotonic() < stop_at:
+        session.run(fetches, {feed: inputs[i]})
+        counts[i] += batch
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    begin = time.monotonic()
+    for t in pool:
+      t.start()
+    for t in pool:
+      t.join()
+    return sum(counts) / (time.monotonic() - begin)
+
+  one_batch = rows_per_second(1, clients)
+  concurrent_singles = rows_per_second(clients, 1)
+  batch = np.array([encoded[k % len(encoded)] for k in range(clients)], dtype=object)
+  session_ms = float(np.median(_timed(
+      lambda: session.run(fetches, {feed: batch}), seconds)) * 1000)
+  session.close()
+  return {"clients": clients, "session_batch_p50_ms": session_ms,
+          "batched_rows_per_second": one_batch,
+          "concurrent_single_rows_per_second": concurrent_singles,
+          "ratio": one_batch / concurrent_singles}
+
+
 def _input_key():
   if FLAGS.input_key:
     return FLAGS.input_key
@@ -301,6 +353,8 @@ def main(argv):
         server.stop()
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
+  results["in_process_batching_ceiling"] = in_process_batching_ceiling(
+      input_key, FLAGS.seconds, texts, FLAGS.clients)
   on = results[f"clients_{FLAGS.clients}_batching_on"]["throughput_rps"]
   off = results[f"clients_{FLAGS.clients}_batching_off"]["throughput_rps"]
   results["batching_throughput_ratio"] = on / off
