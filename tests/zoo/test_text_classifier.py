@@ -34,7 +34,8 @@ def test_logits_shape_and_dtype(model):
   assert logits.shape == (5, 3) and logits.dtype == tf.float32
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "cls",
+                                     "attention"])
 def test_adding_padding_changes_nothing(pooling):
   keras.utils.set_random_seed(2)
   m = build_text_classifier(dict(PRESET, pooling=pooling), num_classes=2)
@@ -97,3 +98,25 @@ def test_presets_are_plain_dicts_and_unknown_preset_is_an_error():
     assert preset["hidden_dim"] % preset["num_heads"] == 0
   with pytest.raises(ValueError, match="Unknown encoder preset"):
     get_preset("encoder", "huge")
+
+
+def test_attention_pooling_weights_only_real_positions():
+  from zoo.tasks.text_classifier import attention_pooling
+  sequence = tf.constant(np.arange(24, dtype=np.float32).reshape(2, 4, 3))
+  mask = tf.constant([[1, 1, 0, 0], [0, 0, 0, 0]], tf.int32)
+  scores = tf.constant([[[0.0], [np.log(3.0)], [50.0], [50.0]],
+                        [[1.0], [2.0], [3.0], [4.0]]], tf.float32)
+  pooled = attention_pooling(sequence, mask, scores).numpy()
+  # Row 0: weights 1/4 and 3/4 on the two real positions; the padded
+  # positions' large scores change nothing. Row 1 has no real position.
+  np.testing.assert_allclose(pooled[0], 0.25 * np.arange(3) + 0.75 * np.arange(3, 6),
+                             rtol=1e-6)
+  np.testing.assert_array_equal(pooled[1], np.zeros(3))
+
+
+def test_attention_pooling_has_a_score_layer_and_round_trips_its_config():
+  m = build_text_classifier(dict(PRESET, pooling="attention"), num_classes=2)
+  m(random_ids(2, 8))
+  assert any("pooling_score" in v.path for v in m.trainable_variables)
+  twin = TextClassifier.from_config(m.get_config())
+  assert twin.pooling == "attention"

@@ -16,8 +16,10 @@ from zoo.tokenizers.wordpiece import PAD_ID
 
 # mean: average of the unpadded positions; max: their element-wise maximum (a
 # length-independent summary); mean_max: both, concatenated ([B, 2D]); cls:
-# the first position.
-POOLINGS = ("mean", "max", "mean_max", "cls")
+# the first position; attention: a weighted mean whose weights are a softmax,
+# over the unpadded positions, of a learned score of each position's vector
+# (one Dense(1) more).
+POOLINGS = ("mean", "max", "mean_max", "cls", "attention")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -32,6 +34,8 @@ class TextClassifier(TaskModel):
     self.num_classes = num_classes
     self.pooling = pooling
     self.dropout = dropout
+    if pooling == "attention":
+      self.pooling_score = keras.layers.Dense(1, name="pooling_score")
     self.head_dropout = HashedDropout(dropout, name="head_dropout")
     self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
@@ -41,6 +45,9 @@ class TextClassifier(TaskModel):
     mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "int32")  # [B, T]
     if self.pooling == "cls":
       pooled = sequence[:, 0, :]  # [B, D]
+    elif self.pooling == "attention":
+      pooled = attention_pooling(sequence, mask,
+                                 self.pooling_score(sequence))  # [B, D]
     else:
       pooled = masked_pooling(sequence, mask, self.pooling)  # [B, D or 2D]
     return {"pooled": pooled, "sequence": sequence, "mask": mask}
@@ -72,6 +79,19 @@ def masked_pooling(sequence, mask, pooling):
   if pooling == "max":
     return maximum  # [B, D]
   return ops.concatenate([mean, maximum], axis=-1)  # [B, 2D]
+
+
+def attention_pooling(sequence, mask, scores):
+  """float[B, T, D], int32[B, T], scores float[B, T, 1] -> float[B, D]: the
+  mean of the unpadded positions weighted by softmax(scores) over them. A row
+  with no unpadded position pools to zeros."""
+  weights = ops.cast(mask, sequence.dtype)[:, :, None]  # [B, T, 1]
+  scores = ops.cast(scores, "float32")  # the softmax in float32
+  scores = ops.where(weights > 0, scores, -1e9)  # padding gets no weight
+  scores = scores - ops.max(scores, axis=1, keepdims=True)  # [B, T, 1]
+  exp = ops.exp(scores) * ops.cast(weights, "float32")  # [B, T, 1]
+  attention = exp / ops.maximum(ops.sum(exp, axis=1, keepdims=True), 1e-9)
+  return ops.sum(sequence * ops.cast(attention, sequence.dtype), axis=1)
 
 
 def build_text_classifier(preset, num_classes):
