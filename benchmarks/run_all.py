@@ -9,9 +9,11 @@ Steps, each a command of its own that can also be run alone:
      export -> benchmarks/results/<recipe>.json;
   2. benchmarks.generation (decoder) and benchmarks.translation_speed;
   3. benchmarks.serving_load on each export (one sentence, prompt or source
-     per request; longer points for the generating models);
+     per request; longer points for the generating models), and once more
+     on the SST-2 export with TF_ENABLE_ONEDNN_OPTS=1 (the kernels compared);
   4. benchmarks.training_curves over the runs, and benchmarks.model_cards;
-  5. benchmarks.train_throughput (every family, strategy and precision) and
+  5. benchmarks.train_throughput (every family, strategy and precision),
+     benchmarks.encoder_step_breakdown (where the encoder's step goes) and
      benchmarks.dropout_speed (why the zoo draws its own dropout masks).
 Each step's JSON records the date, the machine and the git commit.
 """
@@ -36,9 +38,12 @@ SERVING_SECONDS = {"sst2_small": 5, "shakespeare_small": 30,
                    "multi30k_small": 30}
 
 
-def run(*args):
-  print("$", " ".join(args), flush=True)
-  subprocess.run([sys.executable, *args], cwd=environment.ROOT, check=True)
+def run(*args, env=None):
+  """python *args in the repository root; `env` adds environment variables."""
+  print("$", " ".join(f"{k}={v}" for k, v in (env or {}).items()),
+        " ".join(args), flush=True)
+  subprocess.run([sys.executable, *args], cwd=environment.ROOT, check=True,
+                 env=dict(os.environ, **(env or {})))
 
 
 def latest_version(base):
@@ -74,12 +79,17 @@ def main(argv):
   for recipe in RECIPES:
     run("-m", "benchmarks.serving_load", f"--saved_model_dir={exports[recipe]}",
         f"--seconds={SERVING_SECONDS[recipe]}")
+  run("-m", "benchmarks.serving_load",
+      f"--saved_model_dir={exports['sst2_small']}",
+      "--output=benchmarks/results/serving_load_sst2_onednn.json",
+      env={"TF_ENABLE_ONEDNN_OPTS": "1"})
   run("-m", "benchmarks.training_curves",
       *[f"--run={recipe}:{model_dir[recipe]}" for recipe in RECIPES])
   run("-m", "benchmarks.model_cards",
       *[f"--card={exports[recipe]}:benchmarks/results/{recipe}.json"
         for recipe in RECIPES])
   run("-m", "benchmarks.train_throughput")
+  run("-m", "benchmarks.encoder_step_breakdown")
   run("-m", "benchmarks.dropout_speed")
 
 
