@@ -40,8 +40,7 @@ SERVING_SECONDS = {"sst2_small": 5, "shakespeare_small": 30,
 
 def run(*args, env=None):
   """python *args in the repository root; `env` adds environment variables."""
-  print("$", " ".join(f"{k}={v}" for k, v in (env or {}).items()),
-        " ".join(args), flush=True)
+  print("$", *[f"{k}={v}" for k, v in (env or {}).items()], *args, flush=True)
   subprocess.run([sys.executable, *args], cwd=environment.ROOT, check=True,
                  env=dict(os.environ, **(env or {})))
 
