@@ -14,8 +14,10 @@ a new shape with nearly every request (batch size x sentence length).
 Measured on this repository's exports through the TF1 session loader (2-core
 CPU), oneDNN off against on:
 - SST-2 classifier: one sentence 0.71 against 2.25 ms, a batch of 32 15.7
-  against 15.2 ms; 32 concurrent clients get about twice the throughput
-  without batching and a third more with it.
+  against 15.2 ms; the server answers 32 concurrent clients 1.6 times as
+  fast without batching and 1.2 times as fast with it
+  (benchmarks/results/serving_load_sst2.json against
+  serving_load_sst2_onednn.json).
 - Multi30k translator, beam 4: one sentence 161 against 135 ms, a batch of 8
   2.09 against 1.29 s.
 - Character LM, 100 characters: one prompt 351 against 301 ms, a batch of 8
