@@ -20,6 +20,13 @@ def _lengths(ids):
   return (np.asarray(ids) != 0).sum(axis=-1).astype(np.float64)
 
 
+def _segment_lengths(segment_ids):
+  """Tokens per example of packed rows: segment_ids int[R, L] (1, 2, ... per
+  example, 0 = padding) -> float[N], one length per example."""
+  counts = [np.bincount(row)[1:] for row in np.asarray(segment_ids)]
+  return np.concatenate(counts).astype(np.float64)
+
+
 def _block_flops(tokens, d, ff):
   """Forward matmul FLOPs of one self-attention block's projections (Q, K,
   V, output) and its feed-forward layer, over `tokens` tokens."""
@@ -27,11 +34,18 @@ def _block_flops(tokens, d, ff):
 
 
 def encoder_step_flops(arch, ids):
-  """Classifier training step on token ids [B, T] (0 = padding)."""
+  """Classifier training step on token ids [B, T] (0 = padding), or on
+  packed rows ({"segment_ids": [R, L], ...}: attention counts each example's
+  own t x t scores, not the row's). A convolution block of kernel k is a
+  k*d x d matmul per token."""
   d, ff, layers = arch["hidden_dim"], arch["intermediate_dim"], arch["num_layers"]
-  lengths = _lengths(ids)
+  if isinstance(ids, dict):
+    lengths = _segment_lengths(ids["segment_ids"])
+  else:
+    lengths = _lengths(ids)
   forward = layers * (_block_flops(lengths.sum(), d, ff) +
                       4 * d * (lengths ** 2).sum())
+  forward += lengths.sum() * 2 * arch.get("conv_kernel_size", 0) * d * d
   return 3 * forward
 
 

@@ -39,6 +39,9 @@ flags.DEFINE_list("strategies", ["default", "one_device", "mirrored"],
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Precisions for the default strategy with XLA.")
 flags.DEFINE_integer("batches", 8, "Training batches per pass.")
+flags.DEFINE_bool("packed", True, "Encoder: also time the default strategy, "
+                  "float32 + XLA, on packed batches (--pack_examples) of the "
+                  "same batch size.")
 flags.DEFINE_float("min_seconds", 4.0, "Timed passes repeat until they "
                    "have taken at least this long.")
 flags.DEFINE_integer("batch_size", 0, "Global batch size; 0 = each family's "
@@ -148,11 +151,34 @@ def measure(seconds, passes, batches, flops, peak, tokens):
           "timed_seconds": seconds}
 
 
+def batch_totals(training, family, arch, batches):
+  """(model FLOPs, real tokens) of a pass over `batches`."""
+  import tensorflow as tf
+  from benchmarks.model_flops import step_flops
+  flops = sum(step_flops(family, arch,
+                         tf.nest.map_structure(lambda t: t.numpy(), features))
+              for features, _ in batches)
+  tokens = sum(float(training.task.count_tokens(features, targets))
+               for features, targets in batches)
+  return flops, tokens
+
+
+def packed_batches(training, family, arch, examples):
+  """The first packed batches of `training` that hold at least `examples`
+  examples, with their FLOPs and tokens."""
+  batches, held = [], 0.0
+  for features, targets in training.train_dataset():
+    batches.append((features, targets))
+    held += float(training.task.count_examples(features, targets))
+    if held >= examples:
+      break
+  return (batches,) + batch_totals(training, family, arch, batches)
+
+
 def run_family(family, root, peaks):
   import keras
   import tensorflow as tf
   from benchmarks import keras_hub_baselines
-  from benchmarks.model_flops import step_flops
   from trainers.config import TrainConfig
   from trainers.training import prepare_training
 
@@ -160,29 +186,36 @@ def run_family(family, root, peaks):
   # Every configuration trains on these batches, counted once here.
   batches = list(first.train_dataset().take(FLAGS.batches))
   arch = first.model_config["architecture"]
-  flops = sum(step_flops(family, arch,
-                         tf.nest.map_structure(lambda t: t.numpy(), features))
-              for features, _ in batches)
-  tokens = sum(float(first.task.count_tokens(features, targets))
-               for features, targets in batches)
-  configs = [("default", "float32", False)]
-  configs += [(s, "float32", True) for s in FLAGS.strategies]
-  configs += [("default", p, True) for p in FLAGS.precisions if p != "float32"]
+  flops, tokens = batch_totals(first, family, arch, batches)
+  configs = [("default", "float32", False, False)]
+  configs += [(s, "float32", True, False) for s in FLAGS.strategies]
+  configs += [("default", p, True, False) for p in FLAGS.precisions
+              if p != "float32"]
+  if family == "encoder" and FLAGS.packed:
+    configs.append(("default", "float32", True, True))
   rows = []
-  for strategy, precision, jit in configs:
-    name = f"{family}_{strategy}_{precision}_{'xla' if jit else 'nojit'}"
+  for strategy, precision, jit, packed in configs:
+    name = (f"{family}_{strategy}_{precision}_{'xla' if jit else 'nojit'}"
+            f"{'_packed' if packed else ''}")
     training = prepare_training(TrainConfig(
         model_dir=fresh_model_dir(vocab_dir, root, name),
         distribution_strategy=strategy, mixed_precision=precision,
-        jit_compile=jit, **base))
-    seconds, passes = time_ours(training, batches, FLAGS.min_seconds)
+        jit_compile=jit, pack_examples=packed, **base))
+    if packed:  # its own batches: as many examples as `batches` hold
+      run_batches, run_flops, run_tokens = packed_batches(
+          training, family, arch, sum(
+              float(first.task.count_examples(f, t)) for f, t in batches))
+    else:
+      run_batches, run_flops, run_tokens = batches, flops, tokens
+    seconds, passes = time_ours(training, run_batches, FLAGS.min_seconds)
     peak_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16",
                   "mixed_float16": "float16"}[precision]
     row = dict(family=family, implementation="ours", strategy=strategy,
-               precision=precision, jit_compile=jit,
+               precision=precision, jit_compile=jit, packed=packed,
                replicas=training.strategy.num_replicas_in_sync,
-               **measure(seconds, passes, batches, flops, peaks[peak_dtype],
-                         tokens))
+               batches=len(run_batches),
+               **measure(seconds, passes, run_batches, run_flops,
+                         peaks[peak_dtype], run_tokens))
     logging.info("%s", row)
     rows.append(row)
     keras.mixed_precision.set_global_policy("float32")
@@ -192,7 +225,7 @@ def run_family(family, root, peaks):
                                               passes)
     row = dict(family=family, implementation="keras_hub model.fit",
                strategy="default", precision="float32", jit_compile=jit,
-               replicas=1, **measure(seconds, passes, batches, flops,
+               packed=False, replicas=1, batches=len(batches), **measure(seconds, passes, batches, flops,
                                      peaks["float32"], tokens))
     logging.info("%s", row)
     rows.append(row)
@@ -211,7 +244,8 @@ def ratios(rows):
     for base in rows:
       if (base["implementation"] != "ours" and base["family"] == row["family"]
           and base["jit_compile"] == row["jit_compile"]):
-        key = f"{row['family']}_{'xla' if row['jit_compile'] else 'nojit'}"
+        key = (f"{row['family']}_{'xla' if row['jit_compile'] else 'nojit'}"
+               f"{'_packed' if row.get('packed') else ''}")
         out[key] = row["tokens_per_second"] / base["tokens_per_second"]
   return out
 
@@ -222,6 +256,7 @@ def label(row):
   precision = {"float32": "fp32", "mixed_bfloat16": "bf16",
                "mixed_float16": "fp16"}[row["precision"]]
   return (f"{row['strategy']} {precision}{' XLA' if row['jit_compile'] else ''}"
+          f"{' packed' if row.get('packed') else ''}"
           f" ({row['replicas']} rep.)")
 
 
@@ -274,10 +309,10 @@ def measure_in_subprocess(family, folder):
   output = os.path.join(folder, f"{family}.json")
   command = [sys.executable, "-m", "benchmarks.train_throughput",
              f"--families={family}", f"--output={output}", "--noplot"] + [
-                 f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
+                 FLAGS[name].serialize()
                  for name in ("strategies", "precisions", "batches",
                               "batch_size", "min_seconds", "matmul_size",
-                              "model_overrides")]
+                              "model_overrides", "packed")]
   subprocess.run(command, check=True, cwd=ROOT)
   with open(output) as f:
     return json.load(f)
@@ -300,10 +335,10 @@ def main(argv):
       shutil.rmtree(folder, ignore_errors=True)
   result = dict(describe(), benchmark="train_throughput",
                 command="python -m benchmarks.train_throughput " + " ".join(
-                    f"--{name}={FLAGS[name].serialize().split('=', 1)[1]}"
+                    FLAGS[name].serialize()
                     for name in ("families", "strategies", "precisions",
                                  "batches", "batch_size", "min_seconds",
-                                 "model_overrides")),
+                                 "model_overrides", "packed")),
                 families=families, rows=rows, ours_over_keras_hub=ratios(rows))
   os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
   with open(FLAGS.output, "w") as f:

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from trainers import classification_data
+from trainers import classification_data, example_packing
 from trainers.errors import UserError
 from trainers.config import config_path, preset_architecture, read_json
 from trainers.metrics import classification_metrics
@@ -42,6 +42,7 @@ class ClassificationTask:
 
   family = "encoder"
   supports_consistency = True  # implements --consistency_weight (R-Drop)
+  supports_packing = True  # implements --pack_examples
   primary_metric = "accuracy"
   higher_is_better = True
   eval_split = "dev"
@@ -118,8 +119,13 @@ class ClassificationTask:
     each pair together and the two rows get different dropout masks."""
     return self.config.consistency_weight > 0
 
-  def train_dataset(self, tokenizer, global_batch_size, skip_batches):
+  def train_dataset(self, tokenizer, global_batch_size, skip_batches,
+                    num_replicas=1):
     sentences, labels = self.train_examples()
+    if self.config.pack_examples:  # rows of several examples, no R-Drop
+      return example_packing.packed_train_dataset(
+          sentences, labels, tokenizer, global_batch_size, num_replicas,
+          self.config.seed, skip_batches)
     ds = classification_data.train_dataset(
         sentences, labels, tokenizer, global_batch_size, self.config.seed,
         skip_batches)
@@ -140,9 +146,11 @@ class ClassificationTask:
 
   def per_example_loss(self, labels, logits):
     """float32[B] cross-entropy, with optional label smoothing; under R-Drop
-    plus the consistency term (each row of a pair carries half of it)."""
+    plus the consistency term (each row of a pair carries half of it).
+    Packed batches (labels int64[R, S], logits [R, S, C]) give float32[R*S],
+    0 for the empty slots (label -1)."""
     num_classes = len(self.spec.labels)
-    logits = tf.cast(logits, tf.float32)  # [B, C]
+    labels, logits, valid = _flat_examples(labels, logits)  # [B], [B, C], [B]
     one_hot = tf.one_hot(labels, num_classes)  # [B, C]
     loss = keras.losses.categorical_crossentropy(
         one_hot, logits, from_logits=True,
@@ -150,17 +158,25 @@ class ClassificationTask:
     if self._pairs:
       loss += self.config.consistency_weight * tf.repeat(
           pair_divergence(logits), 2) / 2  # [B]
-    return loss
+    return loss * valid
 
-  def loss_denominator(self, unused_features, targets):
-    """The loss is a mean over examples: this batch's example count."""
+  def count_examples(self, unused_features, targets):
+    """float32: the examples in a batch (packed: the filled slots)."""
+    if self.config.pack_examples:
+      return tf.reduce_sum(tf.cast(targets >= 0, tf.float32))
     return example_count(targets)
+
+  def loss_denominator(self, features, targets):
+    """The loss is a mean over examples: this batch's example count."""
+    return self.count_examples(features, targets)
 
   def correct_predictions(self, labels, logits):
     """float32[B]: 1 where argmax(logits) == label (a training metric); under
-    R-Drop 1/2 a row, so that a batch's sum still counts examples."""
+    R-Drop 1/2 a row, so that a batch's sum still counts examples; packed,
+    0 for the empty slots."""
+    labels, logits, valid = _flat_examples(labels, logits)
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int64)
-    correct = tf.cast(tf.equal(predicted, labels), tf.float32)
+    correct = tf.cast(tf.equal(predicted, labels), tf.float32) * valid
     return correct / 2 if self._pairs else correct
 
   def evaluate(self, predict_fn, dataset):
@@ -173,6 +189,17 @@ class ClassificationTask:
     return classification_metrics(np.concatenate(y_true),
                                   np.concatenate(y_pred), list(self.spec.labels))
 
+
+
+def _flat_examples(labels, logits):
+  """labels int64[B] or [R, S] (-1 = empty slot), logits [..., C] ->
+  (labels int64[N] with empty slots as 0, float32 logits [N, C],
+  valid float32[N])."""
+  num_classes = tf.shape(logits)[-1]
+  labels = tf.reshape(labels, [-1])  # [N]
+  logits = tf.reshape(tf.cast(logits, tf.float32), [-1, num_classes])  # [N, C]
+  valid = tf.cast(labels >= 0, tf.float32)  # [N]
+  return tf.maximum(labels, 0), logits, valid
 
 
 def pair_divergence(logits):

@@ -74,7 +74,9 @@ class LanguageModelTask:
   def warm_start(self, model, init_checkpoint):
     raise UserError("--init_checkpoint is not supported for language models")
 
-  def train_dataset(self, tokenizer, global_batch_size, skip_batches):
+  def train_dataset(self, tokenizer, global_batch_size, skip_batches,
+                    num_replicas=1):
+    del num_replicas  # batches of examples split evenly without help
     ids = data.text_ids(tokenizer, self.splits()[0]).numpy()
     if len(ids) <= tokenizer.sequence_length:
       raise UserError(
@@ -113,6 +115,10 @@ class LanguageModelTask:
       token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
           labels=targets, logits=logits)  # [B, T]
     return tf.reduce_mean(token_loss, axis=-1)
+
+  def count_examples(self, unused_features, targets):
+    """float32: the examples (rows) in a batch."""
+    return example_count(targets)
 
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over examples: this batch's example count."""

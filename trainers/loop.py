@@ -119,7 +119,7 @@ def train_and_evaluate(config: TrainConfig):
     train_writer.flush()
     eval_writer.flush()
 
-  progress = ProgressReporter(train_writer, total_steps, global_batch,
+  progress = ProgressReporter(train_writer, total_steps,
                               lambda: optimizer.learning_rate)
   metrics = None
   with preemption_guard(strategy, manager, before_preemption_exit) as guard:

@@ -23,6 +23,7 @@ class MaskedLMTask(ClassificationTask):
 
   primary_metric = "accuracy"  # masked-token accuracy on the dev text
   supports_consistency = False  # its own data and loss: no R-Drop pairs
+  supports_packing = False  # masks whole rows: no packed examples
 
   def new_model_config(self, model_dir):
     model_config = super().new_model_config(model_dir)
@@ -61,7 +62,9 @@ class MaskedLMTask(ClassificationTask):
       return features, {"ids": out["mask_ids"], "weights": out["mask_weights"]}
     return mask
 
-  def train_dataset(self, tokenizer, global_batch_size, skip_batches):
+  def train_dataset(self, tokenizer, global_batch_size, skip_batches,
+                    num_replicas=1):
+    del num_replicas  # batches of examples split evenly without help
     sentences, labels = self.train_examples()
     ds = classification_data.train_dataset(
         sentences, labels, tokenizer, global_batch_size, self.config.seed,

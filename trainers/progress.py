@@ -14,10 +14,9 @@ def format_seconds(seconds):
 class ProgressReporter:
   """Accumulates per-step outputs; every `report` writes their window means."""
 
-  def __init__(self, writer, total_steps, global_batch_size, learning_rate_fn):
+  def __init__(self, writer, total_steps, learning_rate_fn):
     self._writer = writer
     self._total_steps = total_steps
-    self._global_batch = global_batch_size
     self._learning_rate = learning_rate_fn
     self.last_loss = None  # mean training loss of the last reported window
     self._reset()
@@ -25,10 +24,12 @@ class ProgressReporter:
   def _reset(self):
     self._start = time.time()
     self._steps = 0
-    self._sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0}
+    self._sums = {"loss": 0.0, "correct": 0.0, "tokens": 0.0,
+                  "examples": 0.0}
 
-  def add(self, loss, correct, tokens):
+  def add(self, loss, correct, tokens, examples):
     self._steps += 1
+    self._sums["examples"] += float(examples)
     self._sums["loss"] += float(loss)
     self._sums["correct"] += float(correct)
     self._sums["tokens"] += float(tokens)
@@ -39,7 +40,7 @@ class ProgressReporter:
     rate = self._steps / seconds
     loss = self._sums["loss"] / steps
     self.last_loss = loss
-    accuracy = self._sums["correct"] / (steps * self._global_batch)
+    accuracy = self._sums["correct"] / max(self._sums["examples"], 1.0)
     learning_rate = float(self._learning_rate())
     tokens_per_second = self._sums["tokens"] / seconds
     with self._writer.as_default(step=step):
@@ -47,7 +48,7 @@ class ProgressReporter:
       tf.summary.scalar("accuracy", accuracy)
       tf.summary.scalar("learning_rate", learning_rate)
       tf.summary.scalar("steps_per_second", rate)
-      tf.summary.scalar("examples_per_second", rate * self._global_batch)
+      tf.summary.scalar("examples_per_second", self._sums["examples"] / seconds)
       tf.summary.scalar("tokens_per_second", tokens_per_second)
     logging.info(
         "step %d/%d loss %.4f acc %.4f lr %.2e | %.1f steps/s %.0f tokens/s | "

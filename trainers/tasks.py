@@ -16,6 +16,13 @@ def get_task(config):
       task, "supports_consistency", False):
     raise UserError(f"--consistency_weight is for classification tasks; "
                     f"--task={config.task} does not take it")
+  if config.pack_examples and not getattr(task, "supports_packing", False):
+    raise UserError(f"--pack_examples is for classification tasks; "
+                    f"--task={config.task} does not take it")
+  if config.pack_examples and config.consistency_weight > 0:
+    raise UserError("--pack_examples and --consistency_weight do not go "
+                    "together: R-Drop needs each example twice in adjacent "
+                    "rows")
   return task
 
 

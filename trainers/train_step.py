@@ -26,7 +26,8 @@ def example_count(targets):
 
 
 def make_train_step(strategy, model, optimizer, task, jit_compile):
-  """Returns train_step(iterator) -> (loss, correct, tokens), summed over replicas."""
+  """Returns train_step(iterator) -> (loss, correct, tokens, examples),
+  summed over replicas."""
   replicated = strategy.num_replicas_in_sync > 1 or isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy)
   # The whole step goes under XLA only without a strategy scope: a strategy's
@@ -50,15 +51,16 @@ def make_train_step(strategy, model, optimizer, task, jit_compile):
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     correct = tf.reduce_sum(task.correct_predictions(targets, logits))
     tokens = task.count_tokens(features, targets)
-    return loss, correct, tokens, grads
+    examples = task.count_examples(features, targets)
+    return loss, correct, tokens, examples, grads
 
   def update(features, targets, forward_backward_fn):
     # What the loss averages over (examples or target tokens), counted over
     # the global batch.
     denominator = tf.maximum(
         sum_over_replicas(task.loss_denominator(features, targets)), 1.0)
-    loss, correct, tokens, grads = forward_backward_fn(features, targets,
-                                                       denominator)
+    loss, correct, tokens, examples, grads = forward_backward_fn(
+        features, targets, denominator)
     grads = sum_over_replicas(grads)  # identical on every replica
     # Under loss scaling the gradients are scaled too: clip at the scaled
     # norm. Non-finite gradients stay non-finite, so the LossScaleOptimizer
@@ -66,7 +68,7 @@ def make_train_step(strategy, model, optimizer, task, jit_compile):
     grads, _ = tf.clip_by_global_norm(
         grads, GRADIENT_CLIP_NORM * tf.cast(loss_scale(optimizer), tf.float32))
     optimizer.apply(grads, model.trainable_variables)
-    return loss, correct, tokens
+    return loss, correct, tokens, examples
 
   if fused:
     replica_step = tf.function(

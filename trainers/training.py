@@ -40,12 +40,13 @@ class Training:
   model: keras.Model  # built under strategy.scope()
   optimizer: keras.optimizers.Optimizer  # AdamW (LossScaleOptimizer for fp16)
   total_steps: int  # the run ends at this optimizer step
-  train_step: object  # train_step(iterator) -> (loss, correct, tokens), global sums
+  train_step: object  # train_step(iterator) -> (loss, correct, tokens, examples), global sums
 
   def train_dataset(self, skip_batches=0):
     """The task's global training batches, from batch `skip_batches`."""
-    return self.task.train_dataset(self.tokenizer, self.config.batch_size,
-                                   skip_batches=skip_batches)
+    return self.task.train_dataset(
+        self.tokenizer, self.config.batch_size, skip_batches=skip_batches,
+        num_replicas=self.strategy.num_replicas_in_sync)
 
   def train_iterator(self, skip_batches=0):
     """An iterator of distributed global batches, from batch `skip_batches`."""

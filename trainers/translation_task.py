@@ -16,6 +16,7 @@ from trainers import translation_data as data
 from trainers.config import preset_architecture
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
+from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
 from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 
@@ -100,7 +101,9 @@ class TranslationTask:
   def warm_start(self, model, init_checkpoint):
     raise UserError("--init_checkpoint is not supported for translation")
 
-  def train_dataset(self, tokenizer, global_batch_size, skip_batches):
+  def train_dataset(self, tokenizer, global_batch_size, skip_batches,
+                    num_replicas=1):
+    del num_replicas  # batches of examples split evenly without help
     sources, targets = self.train_pairs()
     return data.train_dataset(sources, targets, tokenizer, global_batch_size,
                               self.config.seed, skip_batches)
@@ -124,6 +127,10 @@ class TranslationTask:
         one_hot, logits, from_logits=True,
         label_smoothing=self.config.label_smoothing)  # [B, T]
     return tf.reduce_sum(token_loss * mask, axis=-1)  # [B]
+
+  def count_examples(self, unused_features, targets):
+    """float32: the examples (rows) in a batch."""
+    return example_count(targets)
 
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over target tokens: this batch's count of them."""

@@ -13,15 +13,15 @@ ENCODER_PRESETS = {
     # For tests and smoke runs: trains in seconds.
     "tiny": dict(vocabulary_size=1000, sequence_length=32, hidden_dim=32,
                  num_layers=1, num_heads=2, intermediate_dim=64, dropout=0.1,
-                 pooling="mean"),
+                 pooling="mean", conv_kernel_size=0),
     # The SST-2 recipe: trains from scratch in minutes on 2 CPU cores.
     "small": dict(vocabulary_size=8000, sequence_length=64, hidden_dim=128,
                   num_layers=2, num_heads=4, intermediate_dim=256, dropout=0.2,
-                  token_dropout=0.3, pooling="mean"),
+                  token_dropout=0.3, pooling="mean", conv_kernel_size=0),
     # BERT-Mini-sized; wants a GPU or a long CPU run.
     "base": dict(vocabulary_size=16000, sequence_length=128, hidden_dim=256,
                  num_layers=4, num_heads=4, intermediate_dim=1024, dropout=0.1,
-                 pooling="mean"),
+                 pooling="mean", conv_kernel_size=0),
 }
 
 # Character-level decoders. vocabulary_size is set from the training text.

@@ -34,6 +34,18 @@ def test_encoder_counts_real_tokens_only():
       3 * forward)
 
 
+def test_packed_rows_count_each_example_alone_and_the_conv_block():
+  ids = np.array([[5, 6, 7, 0], [5, 0, 0, 0]])  # lengths 3 and 1
+  packed = {"token_ids": np.array([[5, 6, 7, 5, 0]]),
+            "segment_ids": np.array([[1, 1, 1, 2, 0]]),
+            "positions": np.array([[0, 1, 2, 0, 0]])}
+  assert step_flops("encoder", ARCH, packed) == step_flops("encoder", ARCH,
+                                                           ids)
+  conv = dict(ARCH, conv_kernel_size=3)
+  assert step_flops("encoder", conv, ids) == step_flops(
+      "encoder", ARCH, ids) + 3 * matmul(4, 3 * 8, 8)
+
+
 def test_decoder_adds_the_tied_output_projection():
   ids = np.ones([2, 5], np.int32)
   per_row = 2 * (block(5, 8, 16) + attention(5, 5, 8)) + matmul(5, 8, 11)

@@ -102,6 +102,32 @@ def test_large_batches_run_in_sorted_chunks_without_changing_outputs(
   np.testing.assert_allclose(classified["scores"], expected, atol=PARITY_ATOL)
 
 
+def test_a_packed_run_with_the_conv_block_exports_with_parity(
+    tmp_path, sst2_subset):
+  # A model trained on packed rows, with the convolution in front of the
+  # blocks, serves plain sentences: the export equals the in-memory model,
+  # for short batches and for the length-sorted chunks of a large one.
+  from tests.conftest import tiny_config
+  from trainers.loop import train_and_evaluate
+  model_dir = str(tmp_path / "conv_packed")
+  train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=10,
+                                 pack_examples=True,
+                                 model_overrides="conv_kernel_size=3"))
+  keras.mixed_precision.set_global_policy("float32")
+  path = export_saved_model(ExportConfig(model_dir=model_dir,
+                                         export_base=str(tmp_path / "base")))
+  rng = np.random.default_rng(1)
+  words = "a gripping funny dull film not good at all too long".split()
+  sentences = SENTENCES + [" ".join(rng.choice(words, size=rng.integers(1, 40)))
+                           for _ in range(35)]
+  expected, model, _ = in_memory_probabilities(model_dir, sentences)
+  assert model.backbone.conv_kernel_size == 3
+  for batch in (sentences[:3], sentences):
+    _, out = run_tf1_session(path, "serving_default", {"text": batch})
+    np.testing.assert_allclose(out["probabilities"], expected[:len(batch)],
+                               atol=PARITY_ATOL)
+
+
 def test_classify_signature_takes_tf_examples(exported_model, trained_model_dir):
   examples = [tf.train.Example(features=tf.train.Features(feature={
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(

@@ -120,3 +120,34 @@ def test_attention_pooling_has_a_score_layer_and_round_trips_its_config():
   assert any("pooling_score" in v.path for v in m.trainable_variables)
   twin = TextClassifier.from_config(m.get_config())
   assert twin.pooling == "attention"
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max", "cls",
+                                     "attention"])
+@pytest.mark.parametrize("conv_kernel_size", [0, 3])
+def test_packed_rows_give_each_example_its_own_logits(pooling,
+                                                      conv_kernel_size):
+  from zoo.tasks.text_classifier import MAX_SEGMENTS
+  keras.utils.set_random_seed(4)
+  m = build_text_classifier(dict(PRESET, pooling=pooling,
+                                 conv_kernel_size=conv_kernel_size), 2)
+  rng = np.random.default_rng(7)
+  examples = [np.concatenate([[2], rng.integers(5, 50, size=n)])
+              for n in (3, 0, 6, 4)]  # lengths 4, 1, 7, 5: two rows of 16
+  rows = [[0, 1, 2], [3]]
+  ids, segments, positions = (np.zeros([2, 16], np.int32) for _ in range(3))
+  for r, row in enumerate(rows):
+    start = 0
+    for s, i in enumerate(row):
+      n = len(examples[i])
+      ids[r, start:start + n] = examples[i]
+      segments[r, start:start + n] = s + 1
+      positions[r, start:start + n] = np.arange(n)
+      start += n
+  packed = m({"token_ids": tf.constant(ids), "segment_ids": tf.constant(segments),
+              "positions": tf.constant(positions)}).numpy()
+  assert packed.shape == (2, MAX_SEGMENTS, 2)
+  for r, row in enumerate(rows):
+    for s, i in enumerate(row):
+      alone = m(tf.constant(examples[i][None], tf.int32)).numpy()[0]
+      np.testing.assert_allclose(packed[r, s], alone, atol=2e-5)

@@ -4,7 +4,9 @@ Token ids in, one hidden vector per position out; id 0 is padding and is masked
 out of every attention. Built from keras_hub's TokenAndPositionEmbedding and
 TransformerEncoder blocks, whose dropout masks come from
 zoo.layers.hashed_dropout; each block's attention head size is
-hidden_dim // num_heads.
+hidden_dim // num_heads. With conv_kernel_size > 0, a residual convolution
+over the unpadded positions (zoo.layers.masked_conv) runs between the
+embedding and the first block.
 """
 
 import keras
@@ -12,6 +14,7 @@ import keras_hub
 from keras import ops
 
 from zoo.layers.hashed_dropout import HashedDropout, TransformerEncoderBlock
+from zoo.layers.masked_conv import MaskedConvBlock
 from zoo.tokenizers.wordpiece import PAD_ID
 
 
@@ -21,7 +24,7 @@ class EncoderBackbone(keras.Model):
 
   def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
                num_heads, intermediate_dim, dropout=0.1, token_dropout=0.0,
-               **kwargs):
+               conv_kernel_size=0, **kwargs):
     super().__init__(**kwargs)
     if hidden_dim % num_heads:
       raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
@@ -34,6 +37,7 @@ class EncoderBackbone(keras.Model):
     self.intermediate_dim = intermediate_dim
     self.dropout = dropout
     self.token_dropout = token_dropout
+    self.conv_kernel_size = conv_kernel_size
     self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=vocabulary_size, sequence_length=sequence_length,
         embedding_dim=hidden_dim,
@@ -43,6 +47,10 @@ class EncoderBackbone(keras.Model):
     self.token_dropout_layer = HashedDropout(
         token_dropout, noise_shape=(None, None, 1), name="token_dropout")
     self.embedding_dropout = HashedDropout(dropout, name="embedding_dropout")
+    # Attribute created only when used, so checkpoints without it still load.
+    if conv_kernel_size:
+      self.conv_block = MaskedConvBlock(conv_kernel_size, dropout=dropout,
+                                        name="conv_block")
     # One attribute per block (not a list): TF checkpoints track attributes.
     for i in range(num_layers):
       setattr(self, f"block_{i}", TransformerEncoderBlock(
@@ -56,13 +64,32 @@ class EncoderBackbone(keras.Model):
   def blocks(self):
     return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
 
-  def call(self, token_ids, training=None):
-    padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
-    x = self.embedding(token_ids)  # [B, T, D]
+  def call(self, token_ids, segment_ids=None, positions=None, training=None):
+    """token_ids int[B, T] -> float[B, T, D]. For packed rows (several
+    examples per row, trainers/example_packing.py) also segment_ids int[B, T]
+    (1, 2, ... per example, 0 = padding) and positions int[B, T] (each
+    token's position inside its example): attention and the convolution then
+    stay inside each example, which gets the outputs it would get alone."""
+    if segment_ids is None:
+      padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
+      segments = ops.cast(padding_mask, "int32")  # [B, T]: one segment a row
+      attention_mask = None  # the padding mask is enough
+      x = self.embedding(token_ids)  # [B, T, D]
+    else:
+      segments = ops.cast(segment_ids, "int32")  # [B, T]
+      padding_mask = ops.greater(segments, 0)  # [B, T] bool
+      attention_mask = ops.logical_and(
+          ops.equal(segments[:, :, None], segments[:, None, :]),
+          padding_mask[:, None, :])  # [B, T(query), T(key)] bool
+      x = self.embedding(token_ids, positions=positions)  # [B, T, D]
     x = self.token_dropout_layer(x, training=training)
     x = self.embedding_dropout(x, training=training)
+    if self.conv_kernel_size:
+      x = self.conv_block(x, segment_ids=segments,
+                          training=training)  # [B, T, D]
     for block in self.blocks:
-      x = block(x, padding_mask=padding_mask, training=training)  # [B, T, D]
+      x = block(x, padding_mask=padding_mask, attention_mask=attention_mask,
+                training=training)  # [B, T, D]
     return self.final_norm(x)  # [B, T, D]
 
   def get_config(self):
@@ -72,7 +99,8 @@ class EncoderBackbone(keras.Model):
                   hidden_dim=self.hidden_dim, num_layers=self.num_layers,
                   num_heads=self.num_heads,
                   intermediate_dim=self.intermediate_dim, dropout=self.dropout,
-                  token_dropout=self.token_dropout)
+                  token_dropout=self.token_dropout,
+                  conv_kernel_size=self.conv_kernel_size)
     return config
 
 
@@ -84,4 +112,4 @@ def build_encoder_backbone(preset):
       hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
       num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
       dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
-      name="backbone")
+      conv_kernel_size=preset.get("conv_kernel_size", 0), name="backbone")

@@ -3,7 +3,9 @@
 Token ids in, logits out (float32 even under mixed precision). `encode` exposes
 the pooled and per-token features with their mask for use as a feature
 extractor. Tokenization is separate (zoo.tokenizers) so training runs on ids
-and exports put the tokenizer in front.
+and exports put the tokenizer in front. Training may also feed packed rows
+(several examples per row, trainers/example_packing.py): a dict of token_ids,
+segment_ids and positions, with logits per segment.
 """
 
 import keras
@@ -13,6 +15,9 @@ from zoo.backbones.encoder import build_encoder_backbone
 from zoo.layers.hashed_dropout import HashedDropout
 from zoo.tasks.task_model import TaskModel
 from zoo.tokenizers.wordpiece import PAD_ID
+
+# Packed training rows hold at most this many examples each.
+MAX_SEGMENTS = 16
 
 # mean: average of the unpadded positions; max: their element-wise maximum (a
 # length-independent summary); mean_max: both, concatenated ([B, 2D]); cls:
@@ -43,19 +48,45 @@ class TextClassifier(TaskModel):
     """Returns pooled float[B, D], sequence float[B, T, D], mask int32[B, T]."""
     sequence = self.backbone(token_ids, training=training)  # [B, T, D]
     mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "int32")  # [B, T]
-    if self.pooling == "cls":
-      pooled = sequence[:, 0, :]  # [B, D]
-    elif self.pooling == "attention":
-      pooled = attention_pooling(sequence, mask,
-                                 self.pooling_score(sequence))  # [B, D]
-    else:
-      pooled = masked_pooling(sequence, mask, self.pooling)  # [B, D or 2D]
-    return {"pooled": pooled, "sequence": sequence, "mask": mask}
+    return {"pooled": self._pool(sequence, mask), "sequence": sequence,
+            "mask": mask}
 
-  def call(self, token_ids, training=None):
-    pooled = self.encode(token_ids, training=training)["pooled"]  # [B, D]
+  def _pool(self, sequence, mask):
+    """float[N, T, D], int32[N, T] -> float[N, D or 2D] over mask's positions."""
+    if self.pooling == "cls":  # the first position of each mask
+      first = ops.cast(ops.equal(ops.cumsum(mask, axis=1), 1), "int32") * mask
+      return masked_pooling(sequence, first, "mean")  # [N, D]
+    if self.pooling == "attention":
+      return attention_pooling(sequence, mask,
+                               self.pooling_score(sequence))  # [N, D]
+    return masked_pooling(sequence, mask, self.pooling)  # [N, D or 2D]
+
+  def call(self, inputs, training=None):
+    """int[B, T] ids -> float32[B, C]; or a packed dict (token_ids,
+    segment_ids, positions: int[R, L]) -> float32[R, S, C], one row of
+    logits per segment s + 1 (S = zoo's MAX_SEGMENTS; empty slots give the
+    head's bias alone)."""
+    if isinstance(inputs, dict):
+      pooled = self._pool_segments(inputs, training)  # [R, S, D]
+    else:
+      pooled = self.encode(inputs, training=training)["pooled"]  # [B, D]
     pooled = self.head_dropout(pooled, training=training)
-    return self.head(pooled)  # [B, C] float32
+    return self.head(pooled)  # [B, C] or [R, S, C], float32
+
+  def _pool_segments(self, packed, training):
+    """Pools each segment of packed rows on its own: float[R, S, D]."""
+    segment_ids = ops.cast(packed["segment_ids"], "int32")  # [R, L]
+    sequence = self.backbone(packed["token_ids"], segment_ids=segment_ids,
+                             positions=packed["positions"],
+                             training=training)  # [R, L, D]
+    rows, length = ops.shape(segment_ids)[0], ops.shape(segment_ids)[1]
+    slots = ops.arange(1, MAX_SEGMENTS + 1, dtype="int32")  # [S]
+    masks = ops.cast(ops.equal(segment_ids[:, None, :], slots[None, :, None]),
+                     "int32")  # [R, S, L]
+    # One copy of its row per segment, pooled under that segment's mask.
+    copies = ops.repeat(sequence, MAX_SEGMENTS, axis=0)  # [R*S, L, D]
+    pooled = self._pool(copies, ops.reshape(masks, (-1, length)))  # [R*S, D']
+    return ops.reshape(pooled, (rows, MAX_SEGMENTS, -1))  # [R, S, D']
 
   def get_config(self):
     config = super().get_config()
