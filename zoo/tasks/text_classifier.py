@@ -83,6 +83,10 @@ class TextClassifier(TaskModel):
     slots = ops.arange(1, MAX_SEGMENTS + 1, dtype="int32")  # [S]
     masks = ops.cast(ops.equal(segment_ids[:, None, :], slots[None, :, None]),
                      "int32")  # [R, S, L]
+    if self.pooling == "mean":  # one batched matmul, no copies
+      weights = ops.cast(masks, sequence.dtype)  # [R, S, L]
+      sums = ops.einsum("rsl,rld->rsd", weights, sequence)  # [R, S, D]
+      return sums / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1.0)
     # One copy of its row per segment, pooled under that segment's mask.
     copies = ops.repeat(sequence, MAX_SEGMENTS, axis=0)  # [R*S, L, D]
     pooled = self._pool(copies, ops.reshape(masks, (-1, length)))  # [R*S, D']
