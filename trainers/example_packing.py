@@ -2,12 +2,13 @@
 
 Short examples padded to a common width waste most of a batch: SST-2 phrases
 average about 11 tokens, so bucketed padding leaves about 44% of every step's
-matmul work on padding. Packing puts several whole examples into each row of
-`capacity` tokens and says which example each token belongs to:
+matmul work on padding. Packing puts several whole examples into each row of W
+tokens (W is half the model's sequence length, or all of it for the few
+long examples: row_widths) and says which example each token belongs to:
 
-  token_ids    int32[R, L]  the examples' ids side by side, 0 after the last
-  segment_ids  int32[R, L]  1, 2, ... for the 1st, 2nd, ... example; 0 = padding
-  positions    int32[R, L]  each token's position inside its own example
+  token_ids    int32[R, W]  the examples' ids side by side, 0 after the last
+  segment_ids  int32[R, W]  1, 2, ... for the 1st, 2nd, ... example; 0 = padding
+  positions    int32[R, W]  each token's position inside its own example
   labels       int64[R, S]  the label of segment s + 1; -1 where a row has
                             fewer than S examples
 
@@ -15,10 +16,10 @@ The model keeps attention, the convolution and pooling inside each segment
 (zoo.backbones.encoder, zoo.tasks.text_classifier), so each example's logits
 are those it would get alone. Rows are filled by best fit (each example goes
 to the open row it fills most tightly), in the epoch's shuffled order; the
-rows are then shuffled again and cut into batches of a fixed number of rows,
-chosen so that a batch carries `batch_size` examples on average. Everything
-depends only on (seed, epoch), so a resumed run sees the batches an
-uninterrupted run would.
+rows are then shuffled again and cut into batches of a fixed number of rows
+per width, chosen so that a batch carries `batch_size` examples on average.
+Everything depends only on (seed, epoch), so a resumed run sees the batches
+an uninterrupted run would.
 """
 
 import math
@@ -93,46 +94,82 @@ def packed_arrays(ids, labels, rows, capacity, max_segments=MAX_SEGMENTS):
   return features, row_labels
 
 
+def row_widths(capacity):
+  """Row widths a packed batch may have: half the capacity and the capacity.
+
+  Each example goes to the narrower width that holds it. Most examples are
+  short, and a row's attention costs width^2 (scores between packed
+  neighbours are computed, then masked), so half-width rows carry most of
+  the data at half the attention cost; the few long examples get full rows.
+  """
+  return tuple(sorted({max(1, capacity // 2), capacity}))
+
+
 class PackedEpochs:
-  """The packed training batches of every epoch, from (seed, epoch) alone."""
+  """The packed training batches of every epoch, from (seed, epoch) alone.
+
+  Every batch has one row width (see row_widths): each width's examples are
+  packed into rows of that width, the rows cut into batches of that width's
+  rows_per_batch (so a batch of any width holds about batch_size examples),
+  and the epoch's batches of all widths are shuffled together.
+  """
 
   def __init__(self, ids, labels, capacity, batch_size, num_replicas, seed):
     self.ids = ids  # list of int32 arrays, the examples' real tokens
     self.labels = np.asarray(labels, np.int64)
     self.lengths = np.asarray([len(x) for x in ids])
-    self.capacity = capacity
+    self.widths = row_widths(capacity)
     self.seed = seed
+    # width -> the examples (indices) whose rows have that width
+    self.pools = {}
+    low = 0
+    for width in self.widths:
+      self.pools[width] = np.flatnonzero((self.lengths > low) &
+                                         (self.lengths <= width))
+      low = width
     first = self.epoch_rows(0)
-    self.rows_per_batch = rows_per_batch(len(ids), len(first), batch_size,
-                                         num_replicas)
+    self.rows_per_batch = {
+        width: rows_per_batch(max(len(self.pools[width]), 1),
+                              max(len(first[width]), 1), batch_size,
+                              num_replicas)
+        for width in self.widths}
 
   def epoch_rows(self, epoch):
-    """This epoch's rows (lists of example indices), in training order."""
+    """width -> this epoch's rows of that width (lists of example indices),
+    in training order."""
     rng = np.random.default_rng([self.seed, epoch])
-    order = rng.permutation(len(self.ids))
-    rows = [[order[i] for i in row]
-            for row in pack_rows(self.lengths[order], self.capacity)]
-    return [rows[i] for i in rng.permutation(len(rows))]
+    out = {}
+    for width in self.widths:
+      order = rng.permutation(self.pools[width])
+      rows = [[order[i] for i in row]
+              for row in pack_rows(self.lengths[order], width)]
+      out[width] = [rows[i] for i in rng.permutation(len(rows))]
+    return out
+
+  def epoch_batches(self, epoch):
+    """This epoch's batches in training order: (width, rows) pairs."""
+    rows = self.epoch_rows(epoch)
+    batches = []
+    for width in self.widths:
+      size = self.rows_per_batch[width]
+      batches += [(width, rows[width][b * size:(b + 1) * size])
+                  for b in range(len(rows[width]) // size)]
+    rng = np.random.default_rng([self.seed, epoch, 1])
+    return [batches[i] for i in rng.permutation(len(batches))]
 
   def batches_in_epoch(self, epoch):
-    return len(self.epoch_rows(epoch)) // self.rows_per_batch
+    return len(self.epoch_batches(epoch))
 
   def batches(self, skip_batches=0):
     """Yields (features, labels) numpy batches forever, from batch
-    `skip_batches` of the whole run (a partial last batch of an epoch is
-    dropped)."""
+    `skip_batches` of the whole run (each width's partial last batch of an
+    epoch is dropped)."""
     epoch = 0
     while True:
-      rows = self.epoch_rows(epoch)
-      count = len(rows) // self.rows_per_batch
-      if skip_batches >= count:
-        skip_batches -= count
-        epoch += 1
-        continue
-      for b in range(skip_batches, count):
-        chunk = rows[b * self.rows_per_batch:(b + 1) * self.rows_per_batch]
-        yield packed_arrays(self.ids, self.labels, chunk, self.capacity)
-      skip_batches = 0
+      batches = self.epoch_batches(epoch)
+      for width, rows in batches[skip_batches:]:
+        yield packed_arrays(self.ids, self.labels, rows, width)
+      skip_batches = max(0, skip_batches - len(batches))
       epoch += 1
 
 
@@ -150,15 +187,14 @@ def token_lists(sentences, tokenizer, chunk=4096):
 
 def packed_train_dataset(sentences, labels, tokenizer, global_batch_size,
                          num_replicas, seed, skip_batches=0):
-  """Infinite packed batches ({token_ids, segment_ids, positions} int32[R, L],
+  """Infinite packed batches ({token_ids, segment_ids, positions} int32[R, W],
   labels int64[R, S]) of the training examples; see PackedEpochs."""
-  capacity = tokenizer.sequence_length
-  epochs = PackedEpochs(token_lists(sentences, tokenizer), labels, capacity,
-                        global_batch_size, num_replicas, seed)
-  rows = epochs.rows_per_batch
-  spec = tf.TensorSpec([rows, capacity], tf.int32)
+  epochs = PackedEpochs(token_lists(sentences, tokenizer), labels,
+                        tokenizer.sequence_length, global_batch_size,
+                        num_replicas, seed)
+  spec = tf.TensorSpec([None, None], tf.int32)  # one shape per row width
   signature = ({"token_ids": spec, "segment_ids": spec, "positions": spec},
-               tf.TensorSpec([rows, MAX_SEGMENTS], tf.int64))
+               tf.TensorSpec([None, MAX_SEGMENTS], tf.int64))
   ds = tf.data.Dataset.from_generator(lambda: epochs.batches(skip_batches),
                                       output_signature=signature)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -67,21 +67,40 @@ def _epochs(seed=3):
                       batch_size=16, num_replicas=1, seed=seed)
 
 
-def test_an_epoch_trains_on_each_example_at_most_once_and_orders_differ():
+def test_rows_are_half_width_unless_an_example_needs_the_whole_width():
+  epochs = _epochs()
+  assert epochs.widths == (16, 32)
+  rows = epochs.epoch_rows(0)
+  for width, width_rows in rows.items():
+    for row in width_rows:
+      assert epochs.lengths[row].sum() <= width
+      # An example goes to full-width rows only if it needs them.
+      assert width == 16 or (epochs.lengths[row] > 16).all()
+  for width, rows in epochs.epoch_batches(0):
+    features, labels = packed_arrays(epochs.ids, epochs.labels, rows, width)
+    assert features["token_ids"].shape == (epochs.rows_per_batch[width], width)
+
+
+def test_an_epoch_trains_on_each_example_once_and_orders_differ():
   epochs = _epochs()
   first, second = epochs.epoch_rows(0), epochs.epoch_rows(1)
   for rows in (first, second):
-    assert sorted(i for row in rows for i in row) == list(range(500))
+    assert sorted(i for width in rows for row in rows[width]
+                  for i in row) == list(range(500))
   assert first != second
   assert _epochs().epoch_rows(0) == first  # (seed, epoch) decide everything
   assert _epochs(seed=4).epoch_rows(0) != first
-  batch = next(epochs.batches())
-  assert batch[0]["token_ids"].shape == (epochs.rows_per_batch, 32)
+  # Batches of both widths, in a shuffled order, each about 16 examples.
+  batches = epochs.epoch_batches(0)
+  assert {width for width, _ in batches} == {16, 32}
+  assert 12 <= np.mean([sum(len(row) for row in rows)
+                        for _, rows in batches]) <= 20
 
 
 def test_skipping_batches_continues_exactly_where_a_run_stopped():
   epochs = _epochs()
   skip = epochs.batches_in_epoch(0) + 3  # into the second epoch
+  assert epochs.batches_in_epoch(0) > 3
   whole = list(itertools.islice(epochs.batches(), skip + 5))
   resumed = list(itertools.islice(epochs.batches(skip_batches=skip), 5))
   for (f_a, l_a), (f_b, l_b) in zip(whole[skip:], resumed):
