@@ -12,12 +12,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def git_commit():
-  """The repository's HEAD commit (with '-dirty' if it has local changes)."""
+  """The repository's HEAD commit (with '-dirty' if it has local changes).
+
+  Benchmark outputs (benchmarks/results/) do not count as changes: a
+  benchmark that writes several JSONs in a row runs the same code each time.
+  """
   try:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True,
                             timeout=10).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                            "--", ".", ":(exclude)benchmarks/results"],
                            cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=10).stdout.strip()
     return commit + ("-dirty" if dirty else "")
