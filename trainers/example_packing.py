@@ -42,23 +42,42 @@ def pack_rows(lengths, capacity, max_segments=MAX_SEGMENTS):
   if lengths.size and (lengths.min() < 1 or lengths.max() > capacity):
     raise ValueError(f"example lengths must be in 1..{capacity}")
   rows = []
-  # open_rows[r]: the open rows with exactly r free tokens (r < capacity).
+  best_fit(lengths, range(len(lengths)), capacity, rows, open_new=True,
+           max_segments=max_segments)
+  return rows
+
+
+def best_fit(lengths, order, capacity, rows, open_new,
+             max_segments=MAX_SEGMENTS):
+  """Places the examples `order` (indices into lengths), one by one, into
+  the row of `rows` (lists of indices, of width `capacity`; extended in
+  place) that each fills most tightly. An example that fits no row opens a
+  new one if `open_new`, else is returned: the list of those left over."""
+  # open_rows[r]: the rows with exactly r free tokens (0 < r < capacity).
   open_rows = [[] for _ in range(capacity)]
-  free = []
-  for index, length in enumerate(lengths.tolist()):
+  free = [capacity - int(lengths[row].sum()) for row in rows]
+  for row, room in enumerate(free):
+    if 0 < room < capacity and len(rows[row]) < max_segments:
+      open_rows[room].append(row)
+  left_over = []
+  for index in order:
+    length = int(lengths[index])
     # The tightest open row that still holds this example.
     target = next((r for r in range(length, capacity) if open_rows[r]), None)
-    if target is None:
+    if target is not None:
+      row = open_rows[target].pop()
+    elif open_new:
       rows.append([])
       free.append(capacity)
       row = len(rows) - 1
     else:
-      row = open_rows[target].pop()
+      left_over.append(index)
+      continue
     rows[row].append(index)
     free[row] -= length
     if free[row] > 0 and len(rows[row]) < max_segments:
       open_rows[free[row]].append(row)
-  return rows
+  return left_over
 
 
 def rows_per_batch(num_examples, num_rows, batch_size, num_replicas):
@@ -108,10 +127,10 @@ def row_widths(capacity):
 class PackedEpochs:
   """The packed training batches of every epoch, from (seed, epoch) alone.
 
-  Every batch has one row width (see row_widths): each width's examples are
-  packed into rows of that width, the rows cut into batches of that width's
-  rows_per_batch (so a batch of any width holds about batch_size examples),
-  and the epoch's batches of all widths are shuffled together.
+  Every batch has one row width (see row_widths): the rows of each width
+  are cut into batches of that width's rows_per_batch (so a batch of any
+  width holds about batch_size examples), and the epoch's batches of all
+  widths are shuffled together.
   """
 
   def __init__(self, ids, labels, capacity, batch_size, num_replicas, seed):
@@ -120,7 +139,7 @@ class PackedEpochs:
     self.lengths = np.asarray([len(x) for x in ids])
     self.widths = row_widths(capacity)
     self.seed = seed
-    # width -> the examples (indices) whose rows have that width
+    # width -> the examples (indices) too long for any narrower row
     self.pools = {}
     low = 0
     for width in self.widths:
@@ -129,22 +148,30 @@ class PackedEpochs:
       low = width
     first = self.epoch_rows(0)
     self.rows_per_batch = {
-        width: rows_per_batch(max(len(self.pools[width]), 1),
-                              max(len(first[width]), 1), batch_size,
-                              num_replicas)
-        for width in self.widths}
+        width: rows_per_batch(max(sum(len(row) for row in rows), 1),
+                              max(len(rows), 1), batch_size, num_replicas)
+        for width, rows in first.items()}
 
   def epoch_rows(self, epoch):
     """width -> this epoch's rows of that width (lists of example indices),
-    in training order."""
+    in training order.
+
+    Wider rows are packed first, with the examples that need them; the
+    narrower examples then fill the room those rows have left before they
+    open rows of their own width.
+    """
     rng = np.random.default_rng([self.seed, epoch])
-    out = {}
-    for width in self.widths:
-      order = rng.permutation(self.pools[width])
-      rows = [[order[i] for i in row]
-              for row in pack_rows(self.lengths[order], width)]
-      out[width] = [rows[i] for i in rng.permutation(len(rows))]
-    return out
+    orders = {width: rng.permutation(self.pools[width])
+              for width in self.widths}
+    rows = {width: [] for width in self.widths}
+    for width in sorted(self.widths, reverse=True):
+      waiting = list(orders[width])
+      for wider in sorted((w for w in self.widths if w > width), reverse=True):
+        waiting = best_fit(self.lengths, waiting, wider, rows[wider],
+                           open_new=False)
+      best_fit(self.lengths, waiting, width, rows[width], open_new=True)
+    return {width: [width_rows[i] for i in rng.permutation(len(width_rows))]
+            for width, width_rows in rows.items()}
 
   def epoch_batches(self, epoch):
     """This epoch's batches in training order: (width, rows) pairs."""

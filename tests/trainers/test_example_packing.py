@@ -74,8 +74,13 @@ def test_rows_are_half_width_unless_an_example_needs_the_whole_width():
   for width, width_rows in rows.items():
     for row in width_rows:
       assert epochs.lengths[row].sum() <= width
-      # An example goes to full-width rows only if it needs them.
-      assert width == 16 or (epochs.lengths[row] > 16).all()
+  # Every long example has a full-width row; short ones fill the room left.
+  full = [i for row in rows[32] for i in row]
+  assert set(np.flatnonzero(epochs.lengths > 16)) <= set(full)
+  assert (epochs.lengths[full] <= 16).any()
+  real = sum(epochs.lengths[row].sum() for w in rows for row in rows[w])
+  slots = sum(w * len(rows[w]) for w in rows)
+  assert real / slots > 0.9
   for width, rows in epochs.epoch_batches(0):
     features, labels = packed_arrays(epochs.ids, epochs.labels, rows, width)
     assert features["token_ids"].shape == (epochs.rows_per_batch[width], width)
