@@ -113,38 +113,73 @@ def family(request):
   return request.param
 
 
+def even_packed_batch_size(model_dir, settings):
+  """The smallest global batch from settings' batch_size up whose packed
+  batches (--pack_examples) have an even number of rows at every width on
+  one replica: then two replicas get exactly the same batches."""
+  import tensorflow as tf
+  from trainers.classification_data import read_labeled_tsv
+  from trainers.example_packing import PackedEpochs, token_lists
+  from zoo import model_config as zoo_model_config
+  with open(os.path.join(model_dir, "config.json")) as f:
+    model_config = json.load(f)["model"]
+  tokenizer = zoo_model_config.build_tokenizer(model_config, model_dir)
+  sentences, labels = read_labeled_tsv(
+      os.path.join(settings["data_dir"], "train.tsv"), ("0", "1"))
+  ids = token_lists(sentences, tokenizer)
+  for batch_size in range(settings["batch_size"], settings["batch_size"] + 64):
+    epochs = PackedEpochs(ids, labels, tokenizer.sequence_length, batch_size,
+                          1, seed=0)
+    if all(rows % 2 == 0 for rows in epochs.rows_per_batch.values()):
+      return batch_size
+  raise AssertionError("no batch size gives even row counts")
+
+
 @pytest.fixture(scope="module")
 def reference_runs(family, request, tmp_path_factory):
   """One process with two logical CPUs trains the family with the default
-  strategy, mirrored over both CPUs, and the PRECISION_RUNS."""
+  strategy, mirrored over both CPUs, and the PRECISION_RUNS; for the
+  encoder a second process trains both ways on packed batches (a second
+  MirroredStrategy in one process reuses the first one's collective keys,
+  and the packed step's gradients have other shapes)."""
   settings = family_settings(family, request)
   root = tmp_path_factory.mktemp(f"strategies_{family}")
-  runs = {"default": dict(distribution_strategy="default"),
-          "mirrored": dict(distribution_strategy="mirrored"),
-          **{name: dict(PRECISION_RUNS[name], train_steps=1,
-                        checkpoint_every_steps=1)
-             for name in PRECISION_RUNS_OF[family]}}
-  script = root / "train_all.py"
-  script.write_text(textwrap.dedent(f"""\
-      import json, keras, tensorflow as tf
-      cpu = tf.config.list_physical_devices("CPU")[0]
-      tf.config.set_logical_device_configuration(
-          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from tests.conftest import tiny_config
-      from tests.conftest import seed_model_dir
-      from trainers.loop import train_and_evaluate
-      root, settings, runs = {str(root)!r}, {settings!r}, {runs!r}
-      for name, run in runs.items():
-        if name != "default":  # the vocabulary is learned once
-          seed_model_dir(root + "/default", root + "/" + name)
-        train_and_evaluate(tiny_config(root + "/" + name,
-                                       **dict(settings, **run)))
-        keras.mixed_precision.set_global_policy("float32")
-      """))
-  result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
-                          env=python_env(), capture_output=True, text=True,
-                          timeout=900)
-  assert result.returncode == 0, result.stderr[-4000:]
+  groups = [{"default": dict(distribution_strategy="default"),
+             "mirrored": dict(distribution_strategy="mirrored"),
+             **{name: dict(PRECISION_RUNS[name], train_steps=1,
+                           checkpoint_every_steps=1)
+                for name in PRECISION_RUNS_OF[family]}}]
+  if family == "encoder":
+    groups.append({f"{name}_packed": dict(distribution_strategy=name,
+                                          pack_examples=True)
+                   for name in ("default", "mirrored")})
+  for group, runs in enumerate(groups):
+    script = root / f"train_{group}.py"
+    script.write_text(textwrap.dedent(f"""\
+        import json, keras, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tests.conftest import tiny_config
+        from tests.conftest import seed_model_dir
+        from tests.trainers.test_distributed import even_packed_batch_size
+        from trainers.loop import train_and_evaluate
+        root, settings, runs = {str(root)!r}, {settings!r}, {runs!r}
+        for name, run in runs.items():
+          if name != "default":  # the vocabulary is learned once
+            seed_model_dir(root + "/default", root + "/" + name)
+          if run.get("pack_examples"):
+            run["batch_size"] = even_packed_batch_size(root + "/default",
+                                                       settings)
+          train_and_evaluate(tiny_config(root + "/" + name,
+                                         **dict(settings, **run)))
+          keras.mixed_precision.set_global_policy("float32")
+        """))
+    result = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT,
+                            env=python_env(), capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+  runs = {name: run for runs in groups for name, run in runs.items()}
   return family, settings, {name: str(root / name) for name in runs}
 
 
@@ -158,6 +193,21 @@ def test_mirrored_over_two_cpus_gives_the_default_loss_curve(reference_runs):
   assert len(expected) == len(got) == STEPS
   np.testing.assert_allclose(got, expected, rtol=LOSS_RTOL)
   assert expected[-1] < expected[0]  # it learns at all
+
+
+def test_packed_batches_split_over_two_cpus_give_the_same_losses(
+    reference_runs):
+  family, _, dirs = reference_runs
+  if family != "encoder":
+    pytest.skip("packing is for classification")
+  default, mirrored = (read_results(dirs[f"{name}_packed"])
+                       for name in ("default", "mirrored"))
+  assert (default["num_replicas"], mirrored["num_replicas"]) == (1, 2)
+  expected = train_losses(dirs["default_packed"])
+  got = train_losses(dirs["mirrored_packed"])
+  assert len(expected) == len(got) == STEPS
+  np.testing.assert_allclose(got, expected, rtol=LOSS_RTOL)
+  assert expected[-1] < expected[0]
 
 
 def test_mixed_precision_and_xla_train_under_the_strategies(reference_runs):
