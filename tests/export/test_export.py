@@ -110,7 +110,7 @@ def test_a_packed_run_with_the_conv_block_exports_with_parity(
   from tests.conftest import tiny_config
   from trainers.loop import train_and_evaluate
   model_dir = str(tmp_path / "conv_packed")
-  train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=10,
+  train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=4,
                                  pack_examples=True,
                                  model_overrides="conv_kernel_size=3"))
   keras.mixed_precision.set_global_policy("float32")
