@@ -7,6 +7,8 @@ real size is what config.json records.
 
 A preset names a model size; the trainer merges it with the task's choices
 (vocabulary size, number of classes) and writes the result to config.json.
+Encoder `conv_kernel_size` > 0 adds a residual convolution of that (odd)
+width in front of the transformer blocks (zoo.layers.masked_conv); 0 = none.
 """
 
 ENCODER_PRESETS = {
