@@ -31,7 +31,7 @@ class TrainConfig:
   weight_decay: float = 0.01  # AdamW decoupled weight decay
   label_smoothing: float = 0.0  # cross-entropy label smoothing
   consistency_weight: float = 0.0  # >0 (classification): R-Drop, every training example runs twice (two dropout masks) and the loss adds this weight times the mean of KL(p||q) and KL(q||p) between the two predictions
-  pack_examples: bool = False  # classification: several examples per training row of sequence_length tokens, attention and pooling kept inside each (trainers/example_packing.py); a batch holds batch_size examples on average
+  pack_examples: bool = False  # classification: several examples per training row (half or all of sequence_length tokens), attention and pooling kept inside each (trainers/example_packing.py); a batch holds batch_size examples on average
   ema_momentum: float = 0.0  # >0: keep an exponential moving average of the weights; evaluate, keep-best and export use it
   seed: int = 0  # seeds initialisation, dropout and shuffling
   mixed_precision: str = "float32"  # float32, mixed_float16 or mixed_bfloat16

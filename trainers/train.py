@@ -57,11 +57,12 @@ flags.DEFINE_float("consistency_weight", _DEFAULTS.consistency_weight,
                    lower_bound=0.0)
 flags.DEFINE_bool("pack_examples", _DEFAULTS.pack_examples,
                   "Classification only. Pack several training examples into "
-                  "each row of sequence_length tokens (attention, the "
-                  "convolution and pooling stay inside each example), so "
-                  "batches carry almost no padding; a batch then holds "
-                  "--batch_size examples on average. Evaluation and exports "
-                  "are unchanged.")
+                  "each row of half the sequence length (or all of it, for "
+                  "the examples that need it); attention, the convolution "
+                  "and pooling stay inside each example, so batches carry "
+                  "almost no padding. A batch then holds --batch_size "
+                  "examples on average. Evaluation and exports are "
+                  "unchanged.")
 flags.DEFINE_float("ema_momentum", _DEFAULTS.ema_momentum,
                    "If > 0, evaluate, keep and export an exponential moving "
                    "average of the weights with this momentum (e.g. 0.999).",
