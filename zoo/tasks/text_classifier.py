@@ -52,10 +52,10 @@ class TextClassifier(TaskModel):
             "mask": mask}
 
   def _pool(self, sequence, mask):
-    """float[N, T, D], int32[N, T] -> float[N, D or 2D] over mask's positions."""
-    if self.pooling == "cls":  # the first position of each mask
-      first = ops.cast(ops.equal(ops.cumsum(mask, axis=1), 1), "int32") * mask
-      return masked_pooling(sequence, first, "mean")  # [N, D]
+    """float[N, T, D], int32[N, T] -> float[N, D or 2D] over mask's positions
+    (cls: the first position of each row)."""
+    if self.pooling == "cls":
+      return sequence[:, 0, :]  # [N, D]
     if self.pooling == "attention":
       return attention_pooling(sequence, mask,
                                self.pooling_score(sequence))  # [N, D]
@@ -83,7 +83,10 @@ class TextClassifier(TaskModel):
     slots = ops.arange(1, MAX_SEGMENTS + 1, dtype="int32")  # [S]
     masks = ops.cast(ops.equal(segment_ids[:, None, :], slots[None, :, None]),
                      "int32")  # [R, S, L]
-    if self.pooling == "mean":  # one batched matmul, no copies
+    if self.pooling in ("mean", "cls"):  # one batched matmul, no copies
+      if self.pooling == "cls":  # only each segment's first position
+        first = ops.cast(ops.equal(packed["positions"], 0), "int32")  # [R, L]
+        masks = masks * first[:, None, :]  # [R, S, L]
       weights = ops.cast(masks, sequence.dtype)  # [R, S, L]
       sums = ops.einsum("rsl,rld->rsd", weights, sequence)  # [R, S, D]
       return sums / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1.0)
