@@ -116,10 +116,10 @@ def packed_arrays(ids, labels, rows, capacity, max_segments=MAX_SEGMENTS):
 def row_widths(capacity):
   """Row widths a packed batch may have: half the capacity and the capacity.
 
-  Each example goes to the narrower width that holds it. Most examples are
-  short, and a row's attention costs width^2 (scores between packed
-  neighbours are computed, then masked), so half-width rows carry most of
-  the data at half the attention cost; the few long examples get full rows.
+  Most examples are short, and a row's attention costs width^2 (scores
+  between packed neighbours are computed, then masked), so half-width rows
+  carry most of the data at half the attention cost; the few long examples
+  get full rows, whose leftover room short examples fill.
   """
   return tuple(sorted({max(1, capacity // 2), capacity}))
 
@@ -146,6 +146,7 @@ class PackedEpochs:
       self.pools[width] = np.flatnonzero((self.lengths > low) &
                                          (self.lengths <= width))
       low = width
+    self._cached_rows = None  # (epoch, its rows): packing is not free
     first = self.epoch_rows(0)
     self.rows_per_batch = {
         width: rows_per_batch(max(sum(len(row) for row in rows), 1),
@@ -160,6 +161,8 @@ class PackedEpochs:
     narrower examples then fill the room those rows have left before they
     open rows of their own width.
     """
+    if self._cached_rows is not None and self._cached_rows[0] == epoch:
+      return self._cached_rows[1]
     rng = np.random.default_rng([self.seed, epoch])
     orders = {width: rng.permutation(self.pools[width])
               for width in self.widths}
@@ -170,8 +173,10 @@ class PackedEpochs:
         waiting = best_fit(self.lengths, waiting, wider, rows[wider],
                            open_new=False)
       best_fit(self.lengths, waiting, width, rows[width], open_new=True)
-    return {width: [width_rows[i] for i in rng.permutation(len(width_rows))]
+    rows = {width: [width_rows[i] for i in rng.permutation(len(width_rows))]
             for width, width_rows in rows.items()}
+    self._cached_rows = (epoch, rows)
+    return rows
 
   def epoch_batches(self, epoch):
     """This epoch's batches in training order: (width, rows) pairs."""
