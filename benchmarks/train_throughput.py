@@ -225,8 +225,9 @@ def run_family(family, root, peaks):
                                               passes)
     row = dict(family=family, implementation="keras_hub model.fit",
                strategy="default", precision="float32", jit_compile=jit,
-               packed=False, replicas=1, batches=len(batches), **measure(seconds, passes, batches, flops,
-                                     peaks["float32"], tokens))
+               packed=False, replicas=1, batches=len(batches),
+               **measure(seconds, passes, batches, flops, peaks["float32"],
+                         tokens))
     logging.info("%s", row)
     rows.append(row)
   return rows, {"batch_size": base["batch_size"], "batches": len(batches),

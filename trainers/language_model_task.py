@@ -120,9 +120,9 @@ class LanguageModelTask:
     """float32: the examples (rows) in a batch."""
     return example_count(targets)
 
-  def loss_denominator(self, unused_features, targets):
+  def loss_denominator(self, features, targets):
     """The loss is a mean over examples: this batch's example count."""
-    return example_count(targets)
+    return self.count_examples(features, targets)
 
   def correct_predictions(self, targets, logits):
     """Fraction of each window's next characters predicted exactly: [B]."""
