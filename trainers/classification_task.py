@@ -43,6 +43,7 @@ class ClassificationTask:
   family = "encoder"
   supports_consistency = True  # implements --consistency_weight (R-Drop)
   supports_packing = True  # implements --pack_examples
+  supports_adversarial = True  # implements --adversarial_epsilon
   primary_metric = "accuracy"
   higher_is_better = True
   eval_split = "dev"

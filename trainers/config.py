@@ -32,6 +32,7 @@ class TrainConfig:
   label_smoothing: float = 0.0  # cross-entropy label smoothing
   consistency_weight: float = 0.0  # >0 (classification): R-Drop, every training example runs twice (two dropout masks) and the loss adds this weight times the mean of KL(p||q) and KL(q||p) between the two predictions
   pack_examples: bool = False  # classification: several examples per training row (half or all of sequence_length tokens), attention and pooling kept inside each (trainers/example_packing.py); a batch holds batch_size examples on average
+  adversarial_epsilon: float = 0.0  # >0 (classification): adversarial training, the loss adds the loss of each example with its embedded tokens moved this far (L2 over the example) up the loss gradient
   ema_momentum: float = 0.0  # >0: keep an exponential moving average of the weights; evaluate, keep-best and export use it
   seed: int = 0  # seeds initialisation, dropout and shuffling
   mixed_precision: str = "float32"  # float32, mixed_float16 or mixed_bfloat16

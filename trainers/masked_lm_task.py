@@ -24,6 +24,7 @@ class MaskedLMTask(ClassificationTask):
   primary_metric = "accuracy"  # masked-token accuracy on the dev text
   supports_consistency = False  # its own data and loss: no R-Drop pairs
   supports_packing = False  # masks whole rows: no packed examples
+  supports_adversarial = False  # its own loss on masked tokens
 
   def new_model_config(self, model_dir):
     model_config = super().new_model_config(model_dir)

@@ -16,6 +16,10 @@ def get_task(config):
       task, "supports_consistency", False):
     raise UserError(f"--consistency_weight is for classification tasks; "
                     f"--task={config.task} does not take it")
+  if config.adversarial_epsilon > 0 and not getattr(
+      task, "supports_adversarial", False):
+    raise UserError(f"--adversarial_epsilon is for classification tasks; "
+                    f"--task={config.task} does not take it")
   if config.pack_examples and not getattr(task, "supports_packing", False):
     raise UserError(f"--pack_examples is for classification tasks; "
                     f"--task={config.task} does not take it")

@@ -63,6 +63,13 @@ flags.DEFINE_bool("pack_examples", _DEFAULTS.pack_examples,
                   "almost no padding. A batch then holds --batch_size "
                   "examples on average. Evaluation and exports are "
                   "unchanged.")
+flags.DEFINE_float("adversarial_epsilon", _DEFAULTS.adversarial_epsilon,
+                   "Classification only. If > 0, adversarial training on "
+                   "the embeddings (Miyato et al., 2017): the loss adds the "
+                   "loss of each example with its embedded tokens moved "
+                   "this far (L2 norm over the example) along the loss "
+                   "gradient; a second forward and backward pass per step.",
+                   lower_bound=0.0)
 flags.DEFINE_float("ema_momentum", _DEFAULTS.ema_momentum,
                    "If > 0, evaluate, keep and export an exponential moving "
                    "average of the weights with this momentum (e.g. 0.999).",

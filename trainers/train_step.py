@@ -15,6 +15,7 @@ every strategy. XLA compiles once per batch shape (bucketed widths).
 
 import tensorflow as tf
 
+from trainers import adversarial
 from trainers.optimizer import GRADIENT_CLIP_NORM, loss_scale
 
 
@@ -25,9 +26,11 @@ def example_count(targets):
   return tf.cast(tf.shape(tf.nest.flatten(targets)[0])[0], tf.float32)
 
 
-def make_train_step(strategy, model, optimizer, task, jit_compile):
+def make_train_step(strategy, model, optimizer, task, jit_compile,
+                    adversarial_epsilon=0.0):
   """Returns train_step(iterator) -> (loss, correct, tokens, examples),
-  summed over replicas."""
+  summed over replicas. adversarial_epsilon > 0: adversarial training
+  (trainers/adversarial.py); the returned loss is then the clean one."""
   replicated = strategy.num_replicas_in_sync > 1 or isinstance(
       strategy, tf.distribute.MultiWorkerMirroredStrategy)
   # The whole step goes under XLA only without a strategy scope: a strategy's
@@ -42,12 +45,19 @@ def make_train_step(strategy, model, optimizer, task, jit_compile):
 
   def forward_backward(features, targets, denominator):
     with tf.GradientTape() as tape:
-      logits = model(features, training=True)  # [b, ...]
-      per_example = task.per_example_loss(targets, logits)  # [b]
-      # This replica's share of the global mean: the replicas' losses (and
-      # gradients) sum to the single-device ones.
-      loss = tf.reduce_sum(per_example) / denominator
-      scaled_loss = optimizer.scale_loss(loss)
+      # Losses are this replica's share of the global mean: the replicas'
+      # losses (and gradients) sum to the single-device ones.
+      if adversarial_epsilon > 0:
+        logits, loss, adversarial_loss = (
+            adversarial.clean_and_adversarial_losses(
+                model, task, features, targets, denominator,
+                adversarial_epsilon,
+                tf.cast(loss_scale(optimizer), tf.float32)))
+      else:
+        logits = model(features, training=True)  # [b, ...]
+        per_example = task.per_example_loss(targets, logits)  # [b]
+        loss, adversarial_loss = tf.reduce_sum(per_example) / denominator, 0.0
+      scaled_loss = optimizer.scale_loss(loss + adversarial_loss)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     correct = tf.reduce_sum(task.correct_predictions(targets, logits))
     tokens = task.count_tokens(features, targets)

@@ -128,7 +128,8 @@ def prepare_training(config: TrainConfig) -> Training:
     optimizer = make_optimizer(config, total_steps)
     optimizer.build(model.trainable_variables)
   train_step = make_train_step(strategy, model, optimizer, task,
-                               config.jit_compile)
+                               config.jit_compile,
+                               config.adversarial_epsilon)
   return Training(config=config, strategy=strategy, chief=chief,
                   work_dir=work_dir, task=task, model_config=model_config,
                   tokenizer=tokenizer, model=model, optimizer=optimizer,

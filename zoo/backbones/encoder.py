@@ -64,12 +64,15 @@ class EncoderBackbone(keras.Model):
   def blocks(self):
     return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
 
-  def call(self, token_ids, segment_ids=None, positions=None, training=None):
+  def call(self, token_ids, segment_ids=None, positions=None,
+           embedding_offsets=None, training=None):
     """token_ids int[B, T] -> float[B, T, D]. For packed rows (several
     examples per row, trainers/example_packing.py) also segment_ids int[B, T]
     (1, 2, ... per example, 0 = padding) and positions int[B, T] (each
     token's position inside its example): attention and the convolution then
-    stay inside each example, which gets the outputs it would get alone."""
+    stay inside each example, which gets the outputs it would get alone.
+    embedding_offsets float[B, T, D], if given, is added to the embedded
+    tokens (adversarial training perturbs the input there)."""
     if segment_ids is None:
       padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
       segments = ops.cast(padding_mask, "int32")  # [B, T]: one segment a row
@@ -82,6 +85,8 @@ class EncoderBackbone(keras.Model):
           ops.equal(segments[:, :, None], segments[:, None, :]),
           padding_mask[:, None, :])  # [B, T(query), T(key)] bool
       x = self.embedding(token_ids, positions=positions)  # [B, T, D]
+    if embedding_offsets is not None:
+      x = x + ops.cast(embedding_offsets, x.dtype)  # [B, T, D]
     x = self.token_dropout_layer(x, training=training)
     x = self.embedding_dropout(x, training=training)
     if self.conv_kernel_size:

@@ -44,9 +44,10 @@ class TextClassifier(TaskModel):
     self.head_dropout = HashedDropout(dropout, name="head_dropout")
     self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
-  def encode(self, token_ids, training=None):
+  def encode(self, token_ids, training=None, embedding_offsets=None):
     """Returns pooled float[B, D], sequence float[B, T, D], mask int32[B, T]."""
-    sequence = self.backbone(token_ids, training=training)  # [B, T, D]
+    sequence = self.backbone(token_ids, embedding_offsets=embedding_offsets,
+                             training=training)  # [B, T, D]
     mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "int32")  # [B, T]
     return {"pooled": self._pool(sequence, mask), "sequence": sequence,
             "mask": mask}
@@ -61,23 +62,27 @@ class TextClassifier(TaskModel):
                                self.pooling_score(sequence))  # [N, D]
     return masked_pooling(sequence, mask, self.pooling)  # [N, D or 2D]
 
-  def call(self, inputs, training=None):
+  def call(self, inputs, training=None, embedding_offsets=None):
     """int[B, T] ids -> float32[B, C]; or a packed dict (token_ids,
     segment_ids, positions: int[R, L]) -> float32[R, S, C], one row of
     logits per segment s + 1 (S = zoo's MAX_SEGMENTS; empty slots give the
-    head's bias alone)."""
+    head's bias alone). embedding_offsets float[B or R, T, D]: see
+    EncoderBackbone.call."""
     if isinstance(inputs, dict):
-      pooled = self._pool_segments(inputs, training)  # [R, S, D]
+      pooled = self._pool_segments(inputs, training,
+                                   embedding_offsets)  # [R, S, D]
     else:
-      pooled = self.encode(inputs, training=training)["pooled"]  # [B, D]
+      pooled = self.encode(inputs, training=training,
+                           embedding_offsets=embedding_offsets)["pooled"]
     pooled = self.head_dropout(pooled, training=training)
     return self.head(pooled)  # [B, C] or [R, S, C], float32
 
-  def _pool_segments(self, packed, training):
+  def _pool_segments(self, packed, training, embedding_offsets=None):
     """Pools each segment of packed rows on its own: float[R, S, D]."""
     segment_ids = ops.cast(packed["segment_ids"], "int32")  # [R, L]
     sequence = self.backbone(packed["token_ids"], segment_ids=segment_ids,
                              positions=packed["positions"],
+                             embedding_offsets=embedding_offsets,
                              training=training)  # [R, L, D]
     rows, length = ops.shape(segment_ids)[0], ops.shape(segment_ids)[1]
     slots = ops.arange(1, MAX_SEGMENTS + 1, dtype="int32")  # [S]
