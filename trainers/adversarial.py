@@ -38,10 +38,10 @@ def segments_of(features):
   return tf.cast(tf.not_equal(features, PAD_ID), tf.int32)
 
 
-def clean_and_adversarial_losses(model, task, features, targets, denominator,
-                                 epsilon, loss_scale=1.0):
-  """Returns (logits, clean loss, adversarial loss) of one replica's batch;
-  both losses are its share of the global mean (sum / denominator). Under
+def clean_and_adversarial_losses(model, features, loss_of, epsilon,
+                                 loss_scale=1.0):
+  """Returns (logits, clean loss, adversarial loss) of one replica's batch,
+  where loss_of(logits) is the train step's loss of these features. Under
   mixed_float16 the embeddings' gradient is taken of the loss times
   loss_scale, so that it does not underflow in float16 (its direction is
   all that is used); if it overflows, the step's gradients are non-finite
@@ -51,10 +51,6 @@ def clean_and_adversarial_losses(model, task, features, targets, denominator,
   backbone = model.backbone
   offsets = tf.zeros(tf.concat([tf.shape(segment_ids), [backbone.hidden_dim]],
                                0), backbone.embedding.compute_dtype)  # [B, T, D]
-
-  def loss_of(logits):
-    return tf.reduce_sum(task.per_example_loss(targets, logits)) / denominator
-
   with tf.GradientTape() as offset_tape:
     offset_tape.watch(offsets)
     logits = model(features, training=True, embedding_offsets=offsets)

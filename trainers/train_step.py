@@ -45,18 +45,18 @@ def make_train_step(strategy, model, optimizer, task, jit_compile,
 
   def forward_backward(features, targets, denominator):
     with tf.GradientTape() as tape:
-      # Losses are this replica's share of the global mean: the replicas'
-      # losses (and gradients) sum to the single-device ones.
+      # This replica's share of the global mean: the replicas' losses (and
+      # gradients) sum to the single-device ones.
+      loss_of = lambda logits: tf.reduce_sum(
+          task.per_example_loss(targets, logits)) / denominator  # [b] -> []
       if adversarial_epsilon > 0:
         logits, loss, adversarial_loss = (
             adversarial.clean_and_adversarial_losses(
-                model, task, features, targets, denominator,
-                adversarial_epsilon,
+                model, features, loss_of, adversarial_epsilon,
                 tf.cast(loss_scale(optimizer), tf.float32)))
       else:
         logits = model(features, training=True)  # [b, ...]
-        per_example = task.per_example_loss(targets, logits)  # [b]
-        loss, adversarial_loss = tf.reduce_sum(per_example) / denominator, 0.0
+        loss, adversarial_loss = loss_of(logits), 0.0
       scaled_loss = optimizer.scale_loss(loss + adversarial_loss)
     grads = tape.gradient(scaled_loss, model.trainable_variables)
     correct = tf.reduce_sum(task.correct_predictions(targets, logits))

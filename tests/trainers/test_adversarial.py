@@ -45,6 +45,12 @@ def test_each_example_of_a_packed_row_is_normalised_on_its_own():
   np.testing.assert_array_equal(offsets[segment_ids == 0], 0.0)
 
 
+def mean_loss(task, labels, denominator):
+  """The train step's loss_of: the batch's summed loss over denominator."""
+  return lambda logits: tf.reduce_sum(
+      task.per_example_loss(labels, logits)) / denominator
+
+
 @pytest.fixture(scope="module")
 def model_and_batch():
   keras.utils.set_random_seed(4)
@@ -69,7 +75,7 @@ def test_adversarial_loss_is_the_loss_at_the_worst_case_offsets(
   model, ids, labels = model_and_batch
   task = get_task(TrainConfig(task="sst2"))
   logits, clean, adversarial = clean_and_adversarial_losses(
-      model, task, ids, labels, tf.constant(6.0), epsilon=0.5)
+      model, ids, mean_loss(task, labels, 6.0), epsilon=0.5)
   np.testing.assert_allclose(logits.numpy(), model(ids).numpy(), atol=1e-6)
   # The same offsets, computed by hand from the embeddings' gradient.
   offsets = tf.Variable(tf.zeros([6, 12, 16]))
@@ -120,7 +126,7 @@ def test_float16_models_are_perturbed_under_a_loss_scale():
     labels = tf.constant([0, 1, 1, 0], tf.int64)
     task = get_task(TrainConfig(task="sst2"))
     _, clean, adversarial = clean_and_adversarial_losses(
-        model, task, ids, labels, tf.constant(4.0), epsilon=0.5,
+        model, ids, mean_loss(task, labels, 4.0), epsilon=0.5,
         loss_scale=2.0 ** 8)
     assert np.isfinite(float(adversarial)) and float(adversarial) > float(clean)
   finally:
