@@ -1,5 +1,7 @@
-"""HashedDropout: Keras Dropout's contract with a hashed mask, and the models
-that use it."""
+"""HashedDropout: Keras Dropout's contract with a hashed mask, its seed state
+in checkpoints, and the models that use it."""
+
+import os
 
 import keras
 import numpy as np
@@ -8,9 +10,7 @@ import tensorflow as tf
 
 from zoo.backbones.decoder import build_decoder_backbone
 from zoo.backbones.seq2seq import build_seq2seq_backbone
-from zoo.layers.hashed_dropout import (HashedDropout, MultiHeadAttention,
-                                       TransformerEncoderBlock,
-                                       hashed_keep_mask, use_hashed_dropout)
+from zoo.layers.hashed_dropout import HashedDropout, hashed_keep_mask
 from zoo.presets import get_preset
 from zoo.tasks.text_classifier import build_text_classifier
 
@@ -52,12 +52,31 @@ def test_same_seed_same_mask_and_other_seed_other_mask():
   assert 0.4 < (first == other).mean() < 0.6
 
 
+def _bits(mask):
+  return hex(int("".join("1" if k else "0" for k in mask.reshape(-1)), 2))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_mask_sequence_is_frozen(jit):
+  """Integer-only, so the same on every machine: these masks are the ones
+  the published runs drew; a change here changes every trained model."""
+  layer = HashedDropout(0.5, seed=3)
+  call = tf.function(lambda x: layer(x, training=True), jit_compile=jit)
+  masks = [_bits(call(tf.ones([4, 16])).numpy() > 0) for _ in range(3)]
+  assert masks == ["0x2bcf68c71c89fe4a", "0xbab8359820955ee",
+                   "0x6a387e06551ba387"]
+  np.testing.assert_array_equal(layer.seed_generator.state.numpy(), [3, 3])
+
+
 def test_inference_is_identity_and_rate_edges():
   x = tf.random.normal([4, 5, 6])
   np.testing.assert_array_equal(HashedDropout(0.3)(x, training=False), x)
+  np.testing.assert_array_equal(HashedDropout(0.3)(x), x)  # default: inference
   np.testing.assert_array_equal(HashedDropout(0.0)(x, training=True), x)
   np.testing.assert_array_equal(HashedDropout(1.0)(x, training=True),
                                 np.zeros([4, 5, 6]))
+  with pytest.raises(ValueError, match="rate"):
+    HashedDropout(1.5)
 
 
 def test_noise_shape_broadcasts():
@@ -65,6 +84,11 @@ def test_noise_shape_broadcasts():
   y = layer(tf.ones([16, 20, 8]), training=True).numpy()
   assert np.all(y.min(-1) == y.max(-1))  # whole vectors kept or dropped
   assert 0.4 < (y[..., 0] > 0).mean() < 0.6
+  np.testing.assert_allclose(y[y > 0], 2.0)
+  # A fixed entry: one mask row shared by every example of the batch.
+  shared = HashedDropout(0.5, noise_shape=(1, 8), seed=2)
+  y = shared(tf.ones([6, 8]), training=True).numpy()
+  assert all(np.array_equal(y[0], y[i]) for i in range(6))
 
 
 def test_mixed_precision_keeps_the_compute_dtype():
@@ -79,41 +103,89 @@ def test_config_round_trip():
   assert (again.rate, again.noise_shape, again.seed) == (0.25, (None, 1), 5)
 
 
-def test_keras_hub_and_keras_layers_are_converted_in_place():
-  block = TransformerEncoderBlock(intermediate_dim=8, num_heads=2, dropout=0.1)
-  block.build((None, 5, 4))
-  plain = keras.layers.MultiHeadAttention(2, 2, dropout=0.1)
-  plain(tf.ones([1, 3, 4]), tf.ones([1, 3, 4]))
-  before = [v.path for v in plain.variables]
-  assert use_hashed_dropout(plain) == 1
-  assert [v.path for v in plain.variables] == before  # no state added
-  mha = MultiHeadAttention(2, 2, dropout=0.1)
-  mha(tf.ones([1, 3, 4]), tf.ones([1, 3, 4]))
-  for layer in (block, plain, mha):
-    dropouts = [l for l in layer._flatten_layers(include_self=False)
-                if isinstance(l, keras.layers.Dropout)]
-    assert dropouts and all(type(l) is HashedDropout for l in dropouts)
+def test_seed_state_is_a_variable_not_a_weight():
+  layer = HashedDropout(0.1, seed=4)
+  assert layer.weights == [] and layer.count_params() == 0
+  [state] = layer.variables
+  assert state.dtype == "int64" and not state.trainable
+  np.testing.assert_array_equal(state.numpy(), [4, 0])
+  layer(tf.ones([3]), training=True)
+  np.testing.assert_array_equal(state.numpy(), [4, 1])
+  layer(tf.ones([3]), training=False)  # inference draws nothing
+  np.testing.assert_array_equal(state.numpy(), [4, 1])
+  assert HashedDropout(0.0).variables == []  # never draws, holds no seed
 
 
-def _dropouts(model):
-  return [l for l in model._flatten_layers(include_self=False)
-          if isinstance(l, keras.layers.Dropout)]
+def test_checkpoint_round_trip_of_the_seed_state(tmp_path):
+  x = tf.ones([8, 32])
+  layer = HashedDropout(0.5, seed=11)
+  for _ in range(3):
+    layer(x, training=True)
+  path = tf.train.Checkpoint(layer=layer).save(os.path.join(tmp_path, "c"))
+  names = [name for name, _ in tf.train.list_variables(path)]
+  assert "layer/seed_state/state/.ATTRIBUTES/VARIABLE_VALUE" in names
+  expected = [layer(x, training=True).numpy() for _ in range(2)]
+  other = HashedDropout(0.5, seed=99)
+  tf.train.Checkpoint(layer=other).restore(path).assert_consumed()
+  np.testing.assert_array_equal(other.seed_generator.state.numpy(), [11, 3])
+  for want in expected:
+    np.testing.assert_array_equal(other(x, training=True), want)
 
 
-def test_every_family_draws_its_dropout_by_hash():
-  encoder = build_text_classifier(get_preset("encoder", "tiny"), num_classes=2)
-  encoder(tf.ones([1, 8], tf.int32))
+def _models():
+  """A built model of each family, every dropout active."""
+  encoder = build_text_classifier(dict(get_preset("encoder", "tiny"),
+                                       conv_kernel_size=3, token_dropout=0.2),
+                                  num_classes=2)
+  ids = tf.constant([[5, 6, 7, 8, 0, 0], [9, 10, 11, 0, 0, 0]], tf.int32)
   decoder = build_decoder_backbone(dict(get_preset("decoder", "tiny"),
                                         vocabulary_size=20, dropout=0.1))
-  decoder(tf.ones([1, 8], tf.int32))
   seq2seq = build_seq2seq_backbone(dict(get_preset("seq2seq", "tiny"),
                                         dropout=0.1))
-  seq2seq({"source_ids": tf.ones([1, 8], tf.int32),
-           "target_ids": tf.ones([1, 8], tf.int32)})
-  for model in (encoder, decoder, seq2seq):
-    dropouts = _dropouts(model)
-    assert dropouts and all(type(l) is HashedDropout for l in dropouts), (
-        model.name, [type(l).__name__ for l in dropouts])
+  pair = {"source_ids": ids, "target_ids": ids[:, ::-1]}
+  return [(encoder, ids), (decoder, ids), (seq2seq, pair)]
+
+
+def _seed_states(model):
+  weights = {id(w) for w in model.weights}
+  return [v for v in model.variables if id(v) not in weights]
+
+
+def test_every_seed_state_of_every_family_is_checkpointed(tmp_path):
+  """Every dropout in the zoo is a HashedDropout: each seed state among
+  model.variables is one a checkpoint saves (a keras.layers.Dropout's
+  would not be), and none of them is a weight."""
+  for i, (model, inputs) in enumerate(_models()):
+    model(inputs)
+    states = _seed_states(model)
+    path = tf.train.Checkpoint(model=model).save(
+        os.path.join(tmp_path, f"model_{i}"))
+    saved = [name for name, _ in tf.train.list_variables(path)
+             if "/seed_state/" in name]
+    assert states and len(saved) == len(states), (model.name, saved)
+    assert all(v.dtype == "int64" and not v.trainable for v in states)
+    assert not any("seed" in w.path for w in model.weights)
+
+
+@pytest.mark.parametrize("family", [0, 1, 2])
+def test_a_restored_model_continues_the_mask_sequence(tmp_path, family):
+  """Kill-and-resume: after restoring a checkpoint taken mid-run, a fresh
+  model's next training-mode outputs equal the original run's, exactly."""
+  keras.utils.set_random_seed(0)
+  model, inputs = _models()[family]
+  step = tf.function(lambda x: model(x, training=True), jit_compile=True)
+  model(inputs)
+  for _ in range(3):
+    step(inputs)
+  path = tf.train.Checkpoint(model=model).save(os.path.join(tmp_path, "c"))
+  expected = [step(inputs) for _ in range(3)]
+  keras.utils.set_random_seed(1)  # other initial weights and seeds
+  fresh, _ = _models()[family]
+  fresh(inputs)  # variables exist before the restore, as in the trainer
+  tf.train.Checkpoint(model=fresh).restore(path).assert_consumed()
+  fresh_step = tf.function(lambda x: fresh(x, training=True), jit_compile=True)
+  for want in expected:
+    np.testing.assert_array_equal(fresh_step(inputs), want)
 
 
 def test_training_mode_differs_between_steps_inference_does_not():

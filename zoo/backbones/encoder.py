@@ -2,19 +2,20 @@
 
 Token ids in, one hidden vector per position out; id 0 is padding and is masked
 out of every attention. Built from keras_hub's TokenAndPositionEmbedding and
-TransformerEncoder blocks, whose dropout masks come from
-zoo.layers.hashed_dropout; each block's attention head size is
-hidden_dim // num_heads. With conv_kernel_size > 0, a residual convolution
-over the unpadded positions (zoo.layers.masked_conv) runs between the
-embedding and the first block.
+zoo's pre-LayerNorm TransformerEncoderBlock (zoo.layers.transformer_encoder),
+every dropout mask drawn by zoo.layers.hashed_dropout; each block's attention
+head size is hidden_dim // num_heads. With conv_kernel_size > 0, a residual
+convolution over the unpadded positions (zoo.layers.masked_conv) runs between
+the embedding and the first block.
 """
 
 import keras
 import keras_hub
 from keras import ops
 
-from zoo.layers.hashed_dropout import HashedDropout, TransformerEncoderBlock
+from zoo.layers.hashed_dropout import HashedDropout
 from zoo.layers.masked_conv import MaskedConvBlock
+from zoo.layers.transformer_encoder import TransformerEncoderBlock
 from zoo.tokenizers.wordpiece import PAD_ID
 
 
@@ -55,8 +56,7 @@ class EncoderBackbone(keras.Model):
     for i in range(num_layers):
       setattr(self, f"block_{i}", TransformerEncoderBlock(
           intermediate_dim=intermediate_dim, num_heads=num_heads,
-          dropout=dropout, activation="gelu", normalize_first=True,
-          name=f"block_{i}"))
+          dropout=dropout, activation="gelu", name=f"block_{i}"))
     self.final_norm = keras.layers.LayerNormalization(
         epsilon=1e-5, name="final_norm")
 

@@ -1,11 +1,11 @@
 """Encoder-decoder transformer backbone for translation (pre-LayerNorm).
 
   encoder  source ids int[B, S] -> float[B, S, D]; id 0 is padding and is
-           masked out of every attention (keras_hub TransformerEncoder blocks).
+           masked out of every attention (zoo.layers.transformer_encoder).
   decoder  target ids int[B, T] + encoder output -> float[B, T, D]; causal
            self-attention (zoo.backbones.decoder.CausalSelfAttention, with its
            key/value cache for decoding) and cross-attention to the source
-           (keras MultiHeadAttention; the source is short, so its keys and
+           (zoo.layers.attention; the source is short, so its keys and
            values are simply recomputed each step).
 One embedding matrix serves the source, the target and the output projection
 (three-way tying over a joint vocabulary: zoo.tokenizers.sentencepiece).
@@ -21,8 +21,9 @@ import keras_hub
 import tensorflow as tf
 
 from zoo.backbones.decoder import CausalSelfAttention, empty_cache
-from zoo.layers.hashed_dropout import (HashedDropout, MultiHeadAttention,
-                                       TransformerEncoderBlock)
+from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.hashed_dropout import HashedDropout
+from zoo.layers.transformer_encoder import TransformerEncoderBlock
 
 PAD_ID = 0
 
@@ -120,8 +121,7 @@ class Seq2SeqBackbone(keras.Model):
     for i in range(num_encoder_layers):
       setattr(self, f"encoder_block_{i}", TransformerEncoderBlock(
           intermediate_dim=intermediate_dim, num_heads=num_heads,
-          dropout=dropout, activation="relu", normalize_first=True,
-          name=f"encoder_block_{i}"))
+          dropout=dropout, activation="relu", name=f"encoder_block_{i}"))
     for i in range(num_decoder_layers):
       setattr(self, f"decoder_block_{i}", CrossAttentionDecoderBlock(
           hidden_dim, num_heads, intermediate_dim, dropout,
