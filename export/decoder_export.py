@@ -91,12 +91,10 @@ def build_archive(model, tokenizer, unused_model_config):
   return archive, {}
 
 
-WARMUP_PROMPTS = ("ROMEO:", "First Citizen:\nBefore we proceed")
-
-
-def warmup_logs(model_name):
-  """PredictionLogs replayed before a version takes traffic, one a signature."""
-  prompts = list(WARMUP_PROMPTS)
+def warmup_logs(model_name, model_config):
+  """PredictionLogs replayed before a version takes traffic, one a signature,
+  on two prompts from the run's training text."""
+  prompts = warmup.warmup_inputs(model_config, "prompt")
   return [
       warmup.predict_log(model_name, "serving_default", {"prompt": prompts}),
       warmup.predict_log(model_name, "generate", {

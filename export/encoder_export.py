@@ -22,10 +22,6 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 EXAMPLE_TEXT_FEATURE = "text"
 
 
-WARMUP_SENTENCES = ("a gripping , funny and deeply moving film .",
-                    "dull , lifeless and far too long .")
-
-
 def trim_padding(ids):
   """int32[B, T] -> int32[B, W]: drops the padding columns after the longest
   row (W >= 1). Padding is masked, so the logits do not change; a batch of
@@ -119,9 +115,10 @@ def build_archive(model, tokenizer, model_config):
   return archive, {"classify": CLASSIFY_METHOD}
 
 
-def warmup_logs(model_name):
-  """PredictionLogs replayed before a version takes traffic, one a signature."""
-  sentences = list(WARMUP_SENTENCES)
+def warmup_logs(model_name, model_config):
+  """PredictionLogs replayed before a version takes traffic, one a signature,
+  on two training texts of the run."""
+  sentences = warmup.warmup_inputs(model_config, "text")
   examples = [tf.train.Example(features=tf.train.Features(feature={
       EXAMPLE_TEXT_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(
           value=[s.encode()]))})) for s in sentences]

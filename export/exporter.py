@@ -8,7 +8,6 @@ and renames the finished directory into place.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -18,9 +17,11 @@ from export import (checks, decoder_export, encoder_export, model_card,
                     seq2seq_export, signature_patch, warmup)
 from export.versioning import ExportError, next_version, write_version_atomically
 from zoo import model_config as zoo_model_config
+from zoo import model_dir as layout
 
-# Per family: build_archive(model, tokenizer, model_config), warmup_logs(name),
-# limits(model_config).
+# The family registry. Each module has build_archive(model, tokenizer,
+# model_config), warmup_logs(model_name, model_config) (from the model
+# config's "warmup_examples", the run's own data) and limits(model_config).
 FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export,
                   "seq2seq": seq2seq_export}
 
@@ -34,51 +35,14 @@ class ExportConfig:
   model_name: str = ""  # model name in warmup requests; '' = the task name
 
 
-def _read_trainer_config(model_dir):
-  path = os.path.join(model_dir, "config.json")
-  if not os.path.isfile(path):
-    raise ExportError(f"{model_dir} is not a trained model_dir: no config.json "
-                      "(train with python -m trainers.train first)")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ExportError(f"cannot read {path}: {e}") from e
-
-
-CHECKPOINT_FOLDERS = {"best": "best", "latest": "checkpoints",
-                      "averaged": "averaged"}
-
-
-def resolve_checkpoint(model_dir, which):
-  if which in CHECKPOINT_FOLDERS:
-    folder = os.path.join(model_dir, CHECKPOINT_FOLDERS[which])
-    path = tf.train.latest_checkpoint(folder)
-    if path is None and which == "best":  # no eval yet: fall back to latest
-      path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if path is None:
-      raise ExportError(f"{model_dir} has no checkpoint yet")
-    return path
-  if not tf.io.gfile.exists(which + ".index"):
-    raise ExportError(f"checkpoint {which} not found")
-  return which
-
-
-def _dev_metrics(model_dir, which="best"):
-  folder = CHECKPOINT_FOLDERS.get(which, "best")
-  path = os.path.join(model_dir, folder, "metrics.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    metrics = json.load(f)
-  return {k: v for k, v in metrics.items() if k != "per_class"}
-
-
 def load_trained_model(model_dir, checkpoint="best"):
   """(model, tokenizer, model_config, checkpoint path), restored, float32."""
-  trainer_config = _read_trainer_config(model_dir)
+  try:
+    trainer_config = layout.read_config(model_dir)
+    checkpoint_path = layout.resolve_checkpoint(model_dir, checkpoint)
+  except layout.ModelDirError as e:
+    raise ExportError(str(e)) from e
   model_config = trainer_config["model"]
-  checkpoint_path = resolve_checkpoint(model_dir, checkpoint)
   keras.mixed_precision.set_global_policy("float32")
   tokenizer = zoo_model_config.build_tokenizer(model_config, model_dir)
   model = zoo_model_config.build_model(model_config)
@@ -103,9 +67,10 @@ def export_saved_model(config: ExportConfig):
     archive, method_names = family.build_archive(model, tokenizer, model_config)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
-    warmup.write_warmup_file(path, family.warmup_logs(model_name))
+    warmup.write_warmup_file(path, family.warmup_logs(model_name,
+                                                      model_config))
     card = model_card.build_model_card(
-        path, trainer_config, _dev_metrics(config.model_dir, config.checkpoint),
+        path, trainer_config, layout.checkpoint_metrics(config.model_dir, config.checkpoint),
         os.path.relpath(checkpoint_path, config.model_dir),
         family.limits(model_config), parameters=model.count_params())
     model_card.write_model_card(path, card)

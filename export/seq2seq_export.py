@@ -75,13 +75,10 @@ def build_archive(model, tokenizer, unused_model_config):
   return archive, {}
 
 
-WARMUP_SOURCES = ("Ein Hund läuft durch den Park.",
-                  "Zwei Männer spielen Fußball auf einer Wiese.")
-
-
-def warmup_logs(model_name):
-  """PredictionLogs replayed before a version takes traffic, one a signature."""
-  sources = list(WARMUP_SOURCES)
+def warmup_logs(model_name, model_config):
+  """PredictionLogs replayed before a version takes traffic, one a signature,
+  on two training sources of the run."""
+  sources = warmup.warmup_inputs(model_config, "source")
   return [
       warmup.predict_log(model_name, "serving_default", {"source": sources}),
       warmup.predict_log(model_name, "translate", {

@@ -14,6 +14,16 @@ from tensorflow_serving.apis import (classification_pb2, predict_pb2,
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
+def warmup_inputs(model_config, key, count=2):
+  """`count` strings of the model config's warmup_examples[key] (rows of the
+  run's own training data; repeated if there are fewer)."""
+  values = list(model_config.get("warmup_examples", {}).get(key) or [])
+  if not values:
+    raise ValueError(f"the model config has no warmup_examples[{key!r}] "
+                     "(retrain with this version of the trainer)")
+  return [values[i % len(values)] for i in range(count)]
+
+
 def predict_log(model_name, signature, inputs):
   """inputs: {name: numpy-compatible value}."""
   request = predict_pb2.PredictRequest()

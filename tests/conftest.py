@@ -51,12 +51,36 @@ def sst2_subset(tmp_path_factory):
   return str(folder)
 
 
+def data_flags(task, data_dir):
+  """The TrainConfig data fields of the bundled recipes' layouts, for a
+  subset folder of them (`*_subset` fixtures)."""
+  join = lambda name: os.path.join(str(data_dir), name)
+  if task == "text_classification":
+    return dict(train_files=join("train.tsv"), eval_files=join("dev.tsv"),
+                text_column="sentence", labels="0,1",
+                label_names="negative,positive")
+  if task == "masked_lm":
+    return dict(train_files=join("train.tsv"), eval_files=join("dev.tsv"),
+                text_column="sentence")
+  if task == "language_model":
+    return dict(train_files=join("input.txt"))
+  if task == "translation":
+    return dict(train_source_files=join("train.de"),
+                train_target_files=join("train.en"),
+                eval_source_files=join("val.de"),
+                eval_target_files=join("val.en"), source_language="de",
+                target_language="en")
+  raise ValueError(task)
+
+
 def tiny_config(model_dir, data_dir, **overrides):
+  """A TrainConfig of the tiny preset, a few steps, on a subset folder."""
   from trainers.config import TrainConfig
-  values = dict(task="sst2", preset="tiny", model_dir=str(model_dir),
-                data_dir=data_dir, train_steps=40, batch_size=32,
+  values = dict(task="text_classification", preset="tiny",
+                model_dir=str(model_dir), train_steps=40, batch_size=32,
                 learning_rate=2e-3, warmup_steps=5, eval_every_steps=20,
                 checkpoint_every_steps=20, log_every_steps=20)
+  values.update(data_flags(overrides.get("task", values["task"]), data_dir))
   values.update(overrides)
   return TrainConfig(**values)
 
@@ -111,7 +135,7 @@ def shakespeare_subset(tmp_path_factory):
 
 def tiny_lm_config(model_dir, data_dir, **overrides):
   """tiny_config for the character-level LM (decoder family, tiny preset)."""
-  values = dict(task="shakespeare", batch_size=16, learning_rate=3e-3)
+  values = dict(task="language_model", batch_size=16, learning_rate=3e-3)
   values.update(overrides)
   return tiny_config(model_dir, data_dir, **values)
 
@@ -162,7 +186,7 @@ def multi30k_subset(tmp_path_factory):
 def tiny_mt_config(model_dir, data_dir, **overrides):
   """tiny_config for the translator (seq2seq family, tiny preset): 40 steps,
   a checkpoint every 10 (the last 3 kept), the last 2 averaged."""
-  values = dict(task="multi30k_de_en", batch_size=32, learning_rate=3e-3,
+  values = dict(task="translation", batch_size=32, learning_rate=3e-3,
                 lr_schedule="inverse_sqrt", warmup_steps=10,
                 checkpoint_every_steps=10, max_checkpoints=3,
                 average_checkpoints=2)

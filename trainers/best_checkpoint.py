@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainers.config import read_json, write_json
+from zoo import model_dir as layout
 
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "f1", "loss", "perplexity")
 
@@ -23,7 +24,7 @@ class BestCheckpointKeeper:
     self._task = task
     self._manager = tf.train.CheckpointManager(checkpoint, directory,
                                                max_to_keep=1)
-    self._metrics_path = os.path.join(directory, "metrics.json")
+    self._metrics_path = layout.path(directory, layout.METRICS)
     self._writer = writer
     self._predict = predict_fn
     self._dataset = dataset

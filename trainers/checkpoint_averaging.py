@@ -14,8 +14,7 @@ from absl import logging
 
 from trainers.config import write_json
 from trainers.errors import UserError
-
-AVERAGED_DIR = "averaged"
+from zoo import model_dir as layout
 
 
 def average_last_checkpoints(model, checkpoint_dir, count):
@@ -38,11 +37,11 @@ def average_last_checkpoints(model, checkpoint_dir, count):
 
 def write_averaged(model, model_dir, step, metrics, paths):
   """Saves the averaged model and its metrics under model_dir/averaged/."""
-  directory = os.path.join(model_dir, AVERAGED_DIR)
+  directory = layout.path(model_dir, layout.AVERAGED)
   manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model),
                                        directory, max_to_keep=1)
   manager.save(checkpoint_number=step)
-  write_json(os.path.join(directory, "metrics.json"),
+  write_json(layout.path(directory, layout.METRICS),
              dict(metrics, step=step, averaged=[os.path.basename(p)
                                                 for p in paths]))
   logging.info("Averaged %d checkpoints into %s", len(paths), directory)

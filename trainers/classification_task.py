@@ -1,88 +1,205 @@
-"""Sentence classification tasks (SST-2): data, vocabulary, loss and metrics.
+"""`--task=text_classification`: any labels, from the user's TSV/CSV/JSONL files.
 
-A task object tells the generic training loop (trainers/loop.py) what to train
-on and how to score it; the model itself comes from zoo.
+Rows have a text column (`--text_column`) and a label column
+(`--label_column`). The label set is `--labels` in that order (any other
+label is an error), or else every label of the training files, sorted; at
+least two. `--label_names` gives display names in id order: what the export
+returns as `label` (SST-2's recipe maps 0, 1 to negative, positive). Both go
+into config.json and the model card. Without `--eval_files` there is no dev
+set to pick a best checkpoint with, so they are required.
 """
 
-import dataclasses
 import os
 
 import numpy as np
 import tensorflow as tf
 import keras
+from absl import logging
 
 from trainers import classification_data, example_packing
+from trainers.data_files import RowReader, expand_files
 from trainers.errors import UserError
 from trainers.config import config_path, preset_architecture, read_json
 from trainers.metrics import classification_metrics
+from trainers.task import WARMUP_EXAMPLES, Task
 from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
 from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
                                       write_vocabulary)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCABULARY_FILE = "vocab.txt"
 
 
-@dataclasses.dataclass(frozen=True)
-class ClassificationSpec:
-  name: str  # task name used by --task
-  data_folder: str  # folder under data/ with train.tsv and dev.tsv
-  label_values: tuple  # label strings as written in the TSV, in id order
-  labels: tuple  # human-readable class names, in id order
+def parse_list(text):
+  """'a,b , c' -> ['a', 'b', 'c'] (empty items dropped)."""
+  return [item.strip() for item in text.split(",") if item.strip()]
 
 
-SST2 = ClassificationSpec(name="sst2", data_folder="sst2",
-                          label_values=("0", "1"),
-                          labels=("negative", "positive"))
+class TrainingScan:
+  """What one streamed pass over the training files found."""
+
+  def __init__(self, count, labels_seen, sample, skipped):
+    self.count = count  # good rows
+    self.labels_seen = labels_seen  # set of label strings
+    self.sample = sample  # the first --vocabulary_sample_lines texts
+    self.skipped = skipped  # rows dropped under --skip_bad_rows
 
 
-class ClassificationTask:
+class TextClassificationTask(Task):
   """Everything task-specific the training loop needs for a classifier."""
 
+  name = "text_classification"
   family = "encoder"
-  supports_consistency = True  # implements --consistency_weight (R-Drop)
-  supports_packing = True  # implements --pack_examples
-  supports_adversarial = True  # implements --adversarial_epsilon
+  supports_consistency = True
+  supports_packing = True
+  supports_adversarial = True
+  supports_init_checkpoint = True
   primary_metric = "accuracy"
   higher_is_better = True
-  eval_split = "dev"
 
-  def __init__(self, spec, config):
-    self.spec = spec
-    self.config = config
-    self.data_dir = config.data_dir or os.path.join(REPO_ROOT, "data",
-                                                    spec.data_folder)
-    self._train = None
+  def __init__(self, config):
+    super().__init__(config)
+    if not config.label_column:
+      raise UserError("--label_column names no column")
+    self._scan = None
+    self._given_labels = parse_list(config.labels)
+    if config.labels and len(self._given_labels) < 2:
+      raise UserError(f"--labels={config.labels}: a classifier needs at "
+                      "least two labels")
+    if len(set(self._given_labels)) != len(self._given_labels):
+      raise UserError(f"--labels={config.labels} repeats a label")
 
-  def split_path(self, split):
-    return os.path.join(self.data_dir, f"{split}.tsv")
+  # --- reading ------------------------------------------------------------
 
-  def describe_eval_data(self, split_or_path):
-    return (split_or_path if split_or_path.endswith(".tsv")
-            else self.split_path(split_or_path))
+  def columns(self):
+    pair = [self.config.text_pair_column] if self.config.text_pair_column else []
+    return [self.config.text_column, *pair, self.config.label_column]
 
-  def read_split(self, split_or_path):
-    path = (split_or_path if split_or_path.endswith(".tsv")
-            else self.split_path(split_or_path))
-    return classification_data.read_labeled_tsv(path, self.spec.label_values)
+  def reader(self, paths):
+    return RowReader(paths, self.columns(), self.config.skip_bad_rows)
 
-  def train_examples(self):
-    if self._train is None:
-      self._train = self.read_split("train")
-    return self._train
+  def train_paths(self):
+    if not self.config.train_files:
+      raise UserError("--train_files is required: the training data "
+                      "(.tsv, .csv, .jsonl; globs and comma-separated lists)")
+    return expand_files(self.config.train_files, "train_files")
+
+  def eval_paths(self):
+    if not self.config.eval_files:
+      raise UserError("--eval_files is required for text_classification: "
+                      "the dev data that picks the best checkpoint")
+    return expand_files(self.config.eval_files, "eval_files")
+
+  def examples(self, reader, label_index):
+    """Yields (text, label) or (text, pair, label) of reader's good rows;
+    label is an id when label_index (label -> id) is given, else the string."""
+    text_column, label_column = self.config.text_column, self.config.label_column
+    pair_column = self.config.text_pair_column
+    for row in reader.rows():
+      text = row.values[text_column]
+      where = f"{row.path}:{row.line}"
+      if not text.strip():
+        reader.bad(f"{where}: empty text in column {text_column!r}")
+        continue
+      if pair_column and not row.values[pair_column].strip():
+        reader.bad(f"{where}: empty text in column {pair_column!r}")
+        continue
+      label = row.values[label_column].strip()
+      if not label:
+        reader.bad(f"{where}: empty label in column {label_column!r}")
+        continue
+      if label_index is not None:
+        if label not in label_index:
+          reader.bad(f"{where}: label {label!r} is not one of "
+                     f"{list(label_index)}" + (
+                         " (the --labels list)" if self._given_labels else
+                         " (the labels of the training files)"))
+          continue
+        label = label_index[label]
+      yield (text, row.values[pair_column], label) if pair_column else (
+          text, label)
+
+  def scan(self):
+    """One streamed pass over the training files (cached): counts and checks
+    every row, collects the label set and the vocabulary sample."""
+    if self._scan is None:
+      reader = self.reader(self.train_paths())
+      given = ({label: i for i, label in enumerate(self._given_labels)}
+               if self._given_labels else None)
+      count, seen, sample = 0, set(), []
+      limit = self.config.vocabulary_sample_lines
+      for example in self.examples(reader, given):
+        count += 1
+        seen.add(self._given_labels[example[-1]] if given else example[-1])
+        if len(sample) < limit:
+          sample.extend(example[:-1])
+      if count == 0:
+        raise UserError(f"--train_files={self.config.train_files}: no "
+                        "usable rows")
+      self._scan = TrainingScan(count, seen, sample, reader.bad_rows.count)
+      if reader.bad_rows.count:
+        logging.warning("Skipped %d bad training rows, e.g. %s",
+                        reader.bad_rows.count, reader.bad_rows.examples[0])
+    return self._scan
+
+  def label_values(self):
+    """The label strings of the data, in id order."""
+    if self.model_config is not None:
+      return self.model_config.get("label_values", self.model_config["labels"])
+    if self._given_labels:
+      return list(self._given_labels)
+    labels = sorted(self.scan().labels_seen)
+    if len(labels) < 2:
+      raise UserError(
+          f"--train_files={self.config.train_files}: every row has the label "
+          f"{labels[0]!r}; a classifier needs at least two labels (is "
+          f"--label_column={self.config.label_column} the right column?)")
+    return labels
+
+  def label_names(self):
+    """Display names in id order (the export's `label`)."""
+    if self.model_config is not None:
+      return self.model_config["labels"]
+    values = self.label_values()
+    if not self.config.label_names:
+      return values
+    names = parse_list(self.config.label_names)
+    if len(names) != len(values):
+      raise UserError(f"--label_names gives {len(names)} names for the "
+                      f"{len(values)} labels {values}")
+    return names
+
+  def label_index(self):
+    return {label: i for i, label in enumerate(self.label_values())}
+
+  def examples_dataset(self, paths):
+    """A streamed tf.data.Dataset of (text string, [pair string,] label int64)."""
+    index = self.label_index()
+    signature = [tf.TensorSpec([], tf.string)] * (
+        2 if self.config.text_pair_column else 1) + [tf.TensorSpec([], tf.int64)]
+    return tf.data.Dataset.from_generator(
+        lambda: self.examples(self.reader(paths), index),
+        output_signature=tuple(signature))
+
+  # --- the Task interface -------------------------------------------------
 
   def num_train_examples(self):
-    return len(self.train_examples()[0])
+    return self.scan().count
+
+  def data_report(self):
+    return {"train_rows": self.scan().count,
+            "skipped_rows": self.scan().skipped}
+
+  def describe_eval_data(self):
+    return ",".join(self.eval_paths())
 
   def new_model_config(self, model_dir):
-    """The model config of a first run; writes model_dir/vocab.txt.
-
-    The vocabulary is learned from the training split, or copied from the
-    --init_checkpoint model_dir together with its architecture.
-    """
+    """Learns the WordPiece vocabulary from the training texts (or copies the
+    --init_checkpoint's with its architecture); writes model_dir/vocab.txt."""
     architecture = preset_architecture(self.family, self.config.preset,
                                        self.config.model_overrides)
+    if self.config.vocabulary_size:
+      architecture["vocabulary_size"] = self.config.vocabulary_size
     vocabulary_path = os.path.join(model_dir, VOCABULARY_FILE)
     if self.config.init_checkpoint:
       pretrained = pretrained_model_config(self.config.init_checkpoint)
@@ -93,21 +210,32 @@ class ClassificationTask:
           pretrained, self.config.init_checkpoint), vocabulary_path,
           overwrite=True)
     else:
-      sentences, _ = self.train_examples()
-      vocabulary = learn_wordpiece_vocabulary(sentences,
+      vocabulary = learn_wordpiece_vocabulary(self.scan().sample,
                                               architecture["vocabulary_size"])
       write_vocabulary(vocabulary, vocabulary_path)
       architecture["vocabulary_size"] = len(vocabulary)
-    return {"family": self.family, "task": self.spec.name,
-            "preset": self.config.preset, "architecture": architecture,
-            "labels": list(self.spec.labels),
-            "vocabulary_file": VOCABULARY_FILE}
+    model_config = {
+        "family": self.family, "task": self.name,
+        "preset": self.config.preset, "architecture": architecture,
+        "labels": list(self.label_names()),
+        "label_values": list(self.label_values()),
+        "vocabulary_file": VOCABULARY_FILE,
+        "warmup_examples": self.warmup_examples()}
+    if self.config.text_pair_column:
+      model_config["text_pair"] = True
+    return model_config
 
-  def build_model(self, model_config):
-    model = zoo_model_config.build_model(model_config)
-    length = model_config["architecture"]["sequence_length"]
-    model(tf.zeros([1, length], tf.int32))  # create the variables
-    return model
+  def warmup_examples(self):
+    """The first training rows, as the export's inputs."""
+    rows = []
+    for example in self.examples(self.reader(self.train_paths()), None):
+      rows.append(example)
+      if len(rows) == WARMUP_EXAMPLES:
+        break
+    warmup = {"text": [row[0] for row in rows]}
+    if self.config.text_pair_column:
+      warmup["text_pair"] = [row[1] for row in rows]
+    return warmup
 
   def warm_start(self, model, init_checkpoint):
     """Loads the backbone weights of a pretraining run into model.backbone."""
@@ -122,23 +250,31 @@ class ClassificationTask:
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
-    sentences, labels = self.train_examples()
+    examples = self.examples_dataset(self.train_paths())
     if self.config.pack_examples:  # rows of several examples, no R-Drop
+      texts, labels = [], []
+      for text, label in examples.as_numpy_iterator():
+        texts.append(text)
+        labels.append(label)
       return example_packing.packed_train_dataset(
-          sentences, labels, tokenizer, global_batch_size, num_replicas,
-          self.config.seed, skip_batches)
+          texts, np.asarray(labels, np.int64), tokenizer, global_batch_size,
+          num_replicas, self.config.seed, skip_batches)
     ds = classification_data.train_dataset(
-        sentences, labels, tokenizer, global_batch_size, self.config.seed,
-        skip_batches)
+        examples, self.shuffle_buffer(), tokenizer, global_batch_size,
+        self.config.seed, skip_batches)
     if self._pairs:  # [B, W] -> [2B, W]: x0, x0, x1, x1, ...
-      ds = ds.map(lambda ids, y: (tf.repeat(ids, 2, axis=0),
-                                  tf.repeat(y, 2, axis=0)))
+      ds = ds.map(lambda ids, y: (tf.nest.map_structure(
+          lambda t: tf.repeat(t, 2, axis=0), ids), tf.repeat(y, 2, axis=0)))
     return ds
 
-  def eval_dataset(self, tokenizer, batch_size, split_or_path="dev"):
-    sentences, labels = self.read_split(split_or_path)
-    return classification_data.eval_dataset(sentences, labels, tokenizer,
-                                            batch_size)
+  def shuffle_buffer(self):
+    """The whole training set when it fits in --shuffle_buffer_size rows."""
+    return max(1, min(self.num_train_examples(),
+                      self.config.shuffle_buffer_size))
+
+  def eval_dataset(self, tokenizer, batch_size):
+    return classification_data.eval_dataset(
+        self.examples_dataset(self.eval_paths()), tokenizer, batch_size)
 
   def count_tokens(self, features, unused_targets):
     """Non-padding input tokens in a batch (for tokens/s)."""
@@ -150,7 +286,7 @@ class ClassificationTask:
     plus the consistency term (each row of a pair carries half of it).
     Packed batches (labels int64[R, S], logits [R, S, C]) give float32[R*S],
     0 for the empty slots (label -1)."""
-    num_classes = len(self.spec.labels)
+    num_classes = tf.shape(logits)[-1]
     labels, logits, valid = _flat_examples(labels, logits)  # [B], [B, C], [B]
     one_hot = tf.one_hot(labels, num_classes)  # [B, C]
     loss = keras.losses.categorical_crossentropy(
@@ -167,10 +303,6 @@ class ClassificationTask:
       return tf.reduce_sum(tf.cast(targets >= 0, tf.float32))
     return example_count(targets)
 
-  def loss_denominator(self, features, targets):
-    """The loss is a mean over examples: this batch's example count."""
-    return self.count_examples(features, targets)
-
   def correct_predictions(self, labels, logits):
     """float32[B]: 1 where argmax(logits) == label (a training metric); under
     R-Drop 1/2 a row, so that a batch's sum still counts examples; packed,
@@ -181,15 +313,50 @@ class ClassificationTask:
     return correct / 2 if self._pairs else correct
 
   def evaluate(self, predict_fn, dataset):
-    """Runs predict_fn(ids) -> logits over dataset; returns the metric dict."""
+    """Runs predict_fn(features) -> logits over dataset; the metric dict."""
     y_true, y_pred = [], []
-    for ids, labels in dataset:
-      logits = predict_fn(ids)
+    for features, labels in dataset:
+      logits = predict_fn(features)
       y_pred.append(np.argmax(logits, axis=-1))
       y_true.append(labels.numpy())
     return classification_metrics(np.concatenate(y_true),
-                                  np.concatenate(y_pred), list(self.spec.labels))
+                                  np.concatenate(y_pred),
+                                  list(self.label_names()))
 
+  def evaluate_export(self, saved_model, batch_size, **unused_options):
+    """The metrics of the export's serving_default on the eval files."""
+    from trainers.saved_models import load_signature
+    serve = load_signature(saved_model, "serving_default")
+    y_true, y_pred = [], []
+    for batch in self.examples_dataset(self.eval_paths()).batch(batch_size):
+      inputs = {"text": batch[0]}
+      if self.config.text_pair_column:
+        inputs["text_pair"] = batch[1]
+      y_pred.append(serve(**inputs)["label_id"].numpy())
+      y_true.append(batch[-1].numpy())
+    return classification_metrics(np.concatenate(y_true),
+                                  np.concatenate(y_pred),
+                                  list(self.label_names()))
+
+  def print_report(self, metrics):
+    low, high = metrics["accuracy_ci95"]
+    print(f"model:     {metrics['source']}")
+    print(f"data:      {metrics['data']} ({metrics['examples']} examples)")
+    print(f"accuracy:  {metrics['accuracy']:.4f}  (95% CI {low:.4f}-{high:.4f})")
+    print(f"precision: {metrics['precision']:.4f}")
+    print(f"recall:    {metrics['recall']:.4f}")
+    print(f"f1:        {metrics['f1']:.4f}   macro F1: {metrics['macro_f1']:.4f}")
+    labels = metrics["labels"]
+    width = max(len(label) for label in labels + ["true \\ pred"]) + 2
+    print("per class: precision recall f1 support")
+    for label in labels:
+      c = metrics["per_class"][label]
+      print(f"  {label.ljust(width)} {c['precision']:.4f} {c['recall']:.4f} "
+            f"{c['f1']:.4f} {c['support']}")
+    print("confusion matrix (rows: true, columns: predicted)")
+    print("true \\ pred".ljust(width) + "".join(l.rjust(width) for l in labels))
+    for label, row in zip(labels, metrics["confusion_matrix"]):
+      print(label.ljust(width) + "".join(str(n).rjust(width) for n in row))
 
 
 def _flat_examples(labels, logits):

@@ -18,10 +18,30 @@ COLLECTIVES = ("auto", "ring", "nccl")
 
 @dataclasses.dataclass
 class TrainConfig:
-  task: str = "sst2"  # task name, see trainers.tasks.TASKS
+  task: str = "text_classification"  # task name, a key of trainers.tasks.TASKS
   preset: str = "small"  # model size, a key of the family's presets in zoo.presets
   model_dir: str = ""  # checkpoints, summaries, config.json, vocabulary
-  data_dir: str = ""  # '' = the bundled data/<task> folder
+  # --- data (trainers/data_files.py: .tsv/.csv/.jsonl/.txt[.gz], lists, globs)
+  train_files: str = ""  # training data: comma-separated paths and globs
+  eval_files: str = ""  # dev data, the same way; '' = none (language model: the last 10% of the text)
+  text_column: str = "text"  # the text's header column (TSV/CSV) or key (JSONL)
+  text_pair_column: str = ""  # classification: a second text (NLI, paraphrase), encoded with the first as one sequence
+  label_column: str = "label"  # classification: the label's column or key
+  labels: str = ""  # classification: the label set in id order, "a,b,c"; '' = the training files' labels, sorted
+  label_names: str = ""  # classification: display names in id order (the export's `label`); '' = the labels
+  train_source_files: str = ""  # translation: line-aligned source text (the OpenNMT convention)
+  train_target_files: str = ""  # translation: line-aligned target text
+  eval_source_files: str = ""  # translation: dev source text
+  eval_target_files: str = ""  # translation: dev target text
+  source_column: str = "source"  # translation from tables (--train_files): the source column or key
+  target_column: str = "target"  # translation from tables: the target column or key
+  source_language: str = ""  # translation: source language code, for the model card
+  target_language: str = ""  # translation: target language code, for the model card
+  tokenizer: str = ""  # language_model: characters or sentencepiece; '' = the family's (wordpiece, characters, sentencepiece)
+  vocabulary_size: int = 0  # vocabulary learner's target size; 0 = the preset's
+  vocabulary_sample_lines: int = 1_000_000  # the vocabulary is learned from at most this many training rows (the first)
+  shuffle_buffer_size: int = 100_000  # training rows shuffled together (all of them when they fit)
+  skip_bad_rows: bool = False  # skip and count bad rows (logged, results.json) instead of stopping at the first
   epochs: float = 3.0  # passes over the training split; ignored if train_steps > 0
   train_steps: int = 0  # total optimizer steps; 0 = derive from epochs
   batch_size: int = 64  # global batch, split evenly across replicas

@@ -10,10 +10,11 @@ class UserError(Exception):
 
 
 def run_reporting_user_errors(fn, *args, **kwargs):
-  """Calls fn; a UserError ends the process with its message and exit code 2."""
+  """Calls fn; a UserError ends the process with its message and exit code 1
+  (no traceback)."""
   try:
     return fn(*args, **kwargs)
   except UserError as e:
     logging.error("%s", e)
     print(f"Error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(1)

@@ -1,7 +1,8 @@
-"""Input pipeline for character-level language modelling on one text file.
+"""Input pipeline for language modelling on plain text.
 
-The text is split by position: the first 90% trains, the last 10% validates
-(no shuffling across the boundary, so no validation text leaks into training).
+Without eval files the text is split by position: the first 90% trains, the
+last 10% validates (no shuffling across the boundary, so no validation text
+leaks into training; trainers.language_model_task does the split).
 Training batches are random windows of sequence_length + 1 ids, drawn with a
 stateless RNG keyed by (seed, batch index): batch i is the same in every run,
 so a resumed run continues exactly where it stopped. Evaluation cuts the
@@ -10,36 +11,23 @@ scores each after the tokenizer's start token, so every validation character
 is predicted exactly once, the same way the exported `score` signature does.
 """
 
-import tensorflow as tf
+import itertools
 
-from trainers.errors import UserError
+import numpy as np
+import tensorflow as tf
 
 VALIDATION_FRACTION = 0.1
 
 
-def read_text(path):
-  if not tf.io.gfile.exists(path):
-    raise UserError(f"{path}: data file not found")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    raw = f.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason})")
-  if len(text) < 100:
-    raise UserError(f"{path}: only {len(text)} characters; need at least 100")
-  return text
-
-
-def split_text(text):
-  """(train text, validation text): the first 90% and the last 10%."""
-  boundary = int(len(text) * (1 - VALIDATION_FRACTION))
-  return text[:boundary], text[boundary:]
-
-
-def text_ids(tokenizer, text):
-  """The ids of every character of `text`: int32[N] (no start token)."""
-  return tokenizer.tokenize(tf.constant([text])).flat_values
+def text_ids(tokenizer, pieces, chunk=4096):
+  """The ids of every token of the text `pieces` (an iterable of str, newlines
+  kept), in order: int32[N] numpy (no start token). Streamed: only the ids
+  are kept, tokenized `chunk` pieces at a time."""
+  ids = []
+  for batch in iter(lambda: list(itertools.islice(pieces, chunk)), []):
+    ids.append(tokenizer.tokenize(tf.constant(batch)).flat_values.numpy()
+               .astype(np.int32))
+  return np.concatenate(ids) if ids else np.zeros([0], np.int32)
 
 
 def train_dataset(ids, sequence_length, global_batch_size, seed, skip_batches=0):

@@ -1,54 +1,92 @@
-"""Character-level language modelling (tiny-shakespeare): data, loss, metrics.
+"""`--task=language_model`: a causal LM on the user's plain text.
 
-`--task=shakespeare` trains the decoder family. The primary metric is the
-validation loss in nats per character (lower is better); evaluation also
-reports perplexity, bits per character and next-character accuracy.
+The text is every line of `--train_files` (.txt, optionally .gz), in order.
+Dev text is `--eval_files`, or else the last 10% of the training text (split
+by position, so no dev text leaks into training). The primary metric is the
+dev loss in nats per token (lower is better); evaluation also reports
+perplexity, bits per token and next-token accuracy. `--tokenizer=characters`
+(the default) models code points; the vocabulary is every character of the
+first --vocabulary_sample_lines lines.
 """
 
+import itertools
 import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from trainers import language_model_data as data
 from trainers.config import preset_architecture
+from trainers.data_files import expand_files, read_text_chunks
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
-from trainers.train_step import example_count
-from zoo import model_config as zoo_model_config
+from trainers.task import WARMUP_EXAMPLES, Task, token_metrics
 from zoo.tokenizers.characters import (learn_character_vocabulary,
                                        write_character_vocabulary)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCABULARY_FILE = "vocab.txt"
+TOKENIZERS = ("characters",)
+WARMUP_PROMPT_CHARACTERS = 24  # of each warmup prompt, from the training text
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
   """Everything task-specific the training loop needs for a causal LM."""
 
+  name = "language_model"
   family = "decoder"
   primary_metric = "loss"
   higher_is_better = False
-  eval_split = "validation"  # the last 10% of the text
 
-  def __init__(self, name, data_folder, file_name, config):
-    self.name = name
-    self.config = config
-    self.data_dir = config.data_dir or os.path.join(REPO_ROOT, "data",
-                                                    data_folder)
-    self.path = os.path.join(self.data_dir, file_name)
-    self._splits = None
+  def __init__(self, config):
+    super().__init__(config)
+    tokenizer = config.tokenizer or "characters"
+    if tokenizer not in TOKENIZERS:
+      raise UserError(f"--tokenizer={tokenizer} is not available for "
+                      f"language_model; choose one of {list(TOKENIZERS)}")
+    self._train_characters = None
 
-  def splits(self):
-    if self._splits is None:
-      self._splits = data.split_text(data.read_text(self.path))
-    return self._splits
+  def train_paths(self):
+    if not self.config.train_files:
+      raise UserError("--train_files is required: the text to train on "
+                      "(.txt files; globs and comma-separated lists)")
+    return expand_files(self.config.train_files, "train_files")
+
+  def _boundary(self):
+    """The number of training characters, counted in one streamed pass:
+    all of the text with --eval_files, else all but the last 10%."""
+    if self._train_characters is None:
+      total = sum(len(line) for _, _, line in read_text_chunks(
+          self.train_paths()))
+      self._train_characters = (total if self.config.eval_files else
+                                int(total * (1 - data.VALIDATION_FRACTION)))
+      if self._train_characters < 100:
+        raise UserError(f"--train_files={self.config.train_files}: only "
+                        f"{self._train_characters} characters to train on; "
+                        "need at least 100")
+    return self._train_characters
+
+  def _pieces(self, train):
+    """Streams the training text (train=True) or the held-out tail, as str
+    pieces in order (lines, and the line the boundary cuts in two)."""
+    boundary, seen = self._boundary(), 0
+    for _, _, line in read_text_chunks(self.train_paths()):
+      cut = min(max(boundary - seen, 0), len(line))
+      seen += len(line)
+      piece = line[:cut] if train else line[cut:]
+      if piece:
+        yield piece
+      elif train and seen >= boundary:
+        return
 
   def num_train_examples(self):
     """Training windows in one pass over the text (for --epochs)."""
     length = preset_architecture(self.family, self.config.preset,
                                  self.config.model_overrides)["sequence_length"]
-    return max(1, len(self.splits()[0]) // length)
+    return max(1, self._boundary() // length)
+
+  def data_report(self):
+    return {"train_characters": self._boundary()}
 
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:
@@ -57,13 +95,19 @@ class LanguageModelTask:
                                        self.config.model_overrides)
     if architecture["sequence_length"] < 2:
       raise UserError("a language model needs sequence_length >= 2")
-    code_points = learn_character_vocabulary(self.splits()[0])
+    sample = list(itertools.islice(self._pieces(train=True),
+                                   self.config.vocabulary_sample_lines))
+    code_points = learn_character_vocabulary("".join(sample))
     write_character_vocabulary(code_points,
                                os.path.join(model_dir, VOCABULARY_FILE))
     architecture["vocabulary_size"] = len(code_points) + 2
+    prompts = [line.rstrip("\n")[:WARMUP_PROMPT_CHARACTERS]
+               for line in sample if line.strip()][:WARMUP_EXAMPLES]
     return {"family": self.family, "task": self.name,
             "preset": self.config.preset, "architecture": architecture,
-            "vocabulary_file": VOCABULARY_FILE, "start_text": "\n"}
+            "vocabulary_file": VOCABULARY_FILE, "start_text": "\n",
+            "tokenizer": "characters",
+            "warmup_examples": {"prompt": prompts}}
 
   def build_model(self, model_config):
     model = zoo_model_config.build_model(model_config)
@@ -71,34 +115,33 @@ class LanguageModelTask:
     model(tf.zeros([1, length], tf.int32))  # create the variables
     return model
 
-  def warm_start(self, model, init_checkpoint):
-    raise UserError("--init_checkpoint is not supported for language models")
-
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
     del num_replicas  # batches of examples split evenly without help
-    ids = data.text_ids(tokenizer, self.splits()[0]).numpy()
+    ids = data.text_ids(tokenizer, self._pieces(train=True))
     if len(ids) <= tokenizer.sequence_length:
       raise UserError(
-          f"{self.path}: the training split has {len(ids)} characters; a "
+          f"--train_files={self.config.train_files}: the training text has "
+          f"{len(ids)} tokens; a "
           f"training window needs sequence_length + 1 = "
           f"{tokenizer.sequence_length + 1}")
     return data.train_dataset(ids, tokenizer.sequence_length,
                               global_batch_size, self.config.seed, skip_batches)
 
-  def eval_text(self, split_or_path="validation"):
-    if split_or_path == "validation":
-      return self.splits()[1]
-    return data.read_text(split_or_path)
+  def eval_text(self):
+    if self.config.eval_files:
+      return "".join(line for _, _, line in read_text_chunks(
+          expand_files(self.config.eval_files, "eval_files")))
+    return "".join(self._pieces(train=False))
 
-  def describe_eval_data(self, split_or_path):
-    if split_or_path == "validation":
-      return f"{self.path} (last {data.VALIDATION_FRACTION:.0%})"
-    return split_or_path
+  def describe_eval_data(self):
+    if self.config.eval_files:
+      return ",".join(expand_files(self.config.eval_files, "eval_files"))
+    return (f"{self.config.train_files} (last "
+            f"{data.VALIDATION_FRACTION:.0%})")
 
-  def eval_dataset(self, tokenizer, batch_size, split_or_path="validation"):
-    return data.eval_dataset(self.eval_text(split_or_path), tokenizer,
-                             batch_size)
+  def eval_dataset(self, tokenizer, batch_size):
+    return data.eval_dataset(self.eval_text(), tokenizer, batch_size)
 
   def count_tokens(self, features, unused_targets):
     return tf.cast(tf.size(features), tf.float32)
@@ -116,34 +159,43 @@ class LanguageModelTask:
           labels=targets, logits=logits)  # [B, T]
     return tf.reduce_mean(token_loss, axis=-1)
 
-  def count_examples(self, unused_features, targets):
-    """float32: the examples (rows) in a batch."""
-    return example_count(targets)
-
-  def loss_denominator(self, features, targets):
-    """The loss is a mean over examples: this batch's example count."""
-    return self.count_examples(features, targets)
-
   def correct_predictions(self, targets, logits):
     """Fraction of each window's next characters predicted exactly: [B]."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.reduce_mean(tf.cast(predicted == targets, tf.float32), axis=-1)
 
   def evaluate(self, predict_fn, dataset):
-    """Loss (nats/char), perplexity, bits/char, accuracy over the dataset.
+    """Loss (nats/token), perplexity, bits/token, accuracy over the dataset.
 
     Each batch is (ids, ids): position t predicts ids[t + 1]; padding is
     not scored.
     """
-    losses, counts, hits = [], [], []
-    for ids, _ in dataset:
-      logits = predict_fn(ids)[:, :-1]  # [B, T-1, V]
-      targets = ids[:, 1:]  # [B, T-1]
-      mask = (targets != 0).numpy()
-      token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=targets, logits=tf.cast(logits, tf.float32)).numpy()
-      losses.append((token_loss * mask).sum(axis=1))
-      hits.append(((np.argmax(logits, -1) == targets.numpy()) * mask).sum(1))
-      counts.append(mask.sum(axis=1))
+    losses, counts, hits = token_metrics(
+        predict_fn, dataset,
+        lambda logits, ids: (logits[:, :-1], ids[:, 1:]))  # [B, T-1, V], [B, T-1]
+    return language_model_metrics(losses, counts, hits)
+
+  def evaluate_export(self, saved_model, batch_size, **unused_options):
+    """Language-model metrics from the export's `score` signature."""
+    from trainers.saved_models import load_signature, saved_model_context
+    score = load_signature(saved_model, "score")
+    chunks = data.evaluation_chunks(self.eval_text(),
+                                    saved_model_context(saved_model))
+    losses, counts = [], []
+    for start in range(0, len(chunks), batch_size):
+      out = score(text=tf.constant(chunks[start:start + batch_size]))
+      losses.append(-out["log_likelihood"].numpy())
+      counts.append(out["num_tokens"].numpy())
     return language_model_metrics(np.concatenate(losses),
-                                  np.concatenate(counts), np.concatenate(hits))
+                                  np.concatenate(counts))
+
+  def print_report(self, metrics):
+    low, high = metrics["loss_ci95"]
+    print(f"model:      {metrics['source']}")
+    print(f"data:       {metrics['data']} ({metrics['characters']} characters)")
+    print(f"loss:       {metrics['loss']:.4f} nats/char  (95% CI {low:.4f}-"
+          f"{high:.4f})")
+    print(f"perplexity: {metrics['perplexity']:.3f}")
+    print(f"bits/char:  {metrics['bits_per_character']:.4f}")
+    if "accuracy" in metrics:
+      print(f"next-char accuracy: {metrics['accuracy']:.4f}")

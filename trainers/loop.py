@@ -6,14 +6,7 @@ the last one, also after kill -9), checkpoint-and-exit on SIGTERM
 (trainers.preemption), the best checkpoint by the task's primary dev metric,
 TensorBoard summaries and a progress log. Only the chief writes summaries and
 exports; other workers keep their checkpoints under model_dir/.workers/.
-Files under model_dir:
-  config.json          TrainConfig + the model config (rebuilds the model)
-  vocab.txt            the tokenizer vocabulary
-  checkpoints/         the last few checkpoints, ckpt-<step>
-  best/                the best checkpoint by dev metric + best/metrics.json
-  train/, eval/        TensorBoard event files
-  progress.json        the step and training seconds of the last checkpoint
-  results.json         final and best dev metrics, steps, time, throughput
+The files it writes under model_dir are listed in zoo/model_dir.py.
 """
 
 import contextlib
@@ -30,6 +23,7 @@ from trainers.errors import UserError
 from trainers.preemption import preemption_guard
 from trainers.progress import ProgressReporter, format_seconds
 from trainers.training import prepare_training
+from zoo import model_dir as layout
 
 EVAL_BATCH_SIZE = 256
 
@@ -75,7 +69,7 @@ def train_and_evaluate(config: TrainConfig):
                                   training.total_steps)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
   manager = tf.train.CheckpointManager(
-      checkpoint, os.path.join(work_dir, "checkpoints"),
+      checkpoint, layout.path(work_dir, layout.CHECKPOINTS),
       max_to_keep=config.max_checkpoints)
   step = 0
   if manager.latest_checkpoint:
@@ -85,7 +79,7 @@ def train_and_evaluate(config: TrainConfig):
   elif config.init_checkpoint:
     task.warm_start(model, config.init_checkpoint)
     logging.info("Initialised the backbone from %s", config.init_checkpoint)
-  progress_path = os.path.join(work_dir, "progress.json")
+  progress_path = layout.path(work_dir, layout.PROGRESS)
   elapsed_before = (read_json(progress_path)["train_seconds"]
                     if step and tf.io.gfile.exists(progress_path) else 0.0)
 
@@ -98,13 +92,15 @@ def train_and_evaluate(config: TrainConfig):
     return model(features, training=False)
 
   if chief:
-    train_writer = tf.summary.create_file_writer(os.path.join(work_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(work_dir, "eval"))
+    train_writer = tf.summary.create_file_writer(
+        layout.path(work_dir, layout.TRAIN_SUMMARIES))
+    eval_writer = tf.summary.create_file_writer(
+        layout.path(work_dir, layout.EVAL_SUMMARIES))
   else:
     train_writer = eval_writer = tf.summary.create_noop_writer()
 
   keeper = BestCheckpointKeeper(
-      task, checkpoint, os.path.join(work_dir, "best"), eval_writer, predict,
+      task, checkpoint, layout.path(work_dir, layout.BEST), eval_writer, predict,
       eval_ds, weights_context=(
           (lambda: averaged_weights(model, optimizer))
           if config.ema_momentum > 0 else None))
@@ -146,10 +142,12 @@ def train_and_evaluate(config: TrainConfig):
   results = {"final": metrics, "best": best, "steps": step,
              "train_seconds": train_seconds,
              "num_replicas": strategy.num_replicas_in_sync,
-             "final_train_loss": progress.last_loss}
+             "final_train_loss": progress.last_loss,
+             "data": task.data_report()}
   if config.average_checkpoints:
     paths = checkpoint_averaging.average_last_checkpoints(
-        model, os.path.join(work_dir, "checkpoints"), config.average_checkpoints)
+        model, layout.path(work_dir, layout.CHECKPOINTS),
+        config.average_checkpoints)
     results["averaged"] = task.evaluate(predict, eval_ds)
     if chief:
       checkpoint_averaging.write_averaged(model, work_dir, step,
@@ -160,7 +158,7 @@ def train_and_evaluate(config: TrainConfig):
   eval_writer.flush()
   if config.export_dir and chief:
     results["export"] = export_best(config)
-  write_json(os.path.join(work_dir, "results.json"), results)
+  write_json(layout.path(work_dir, layout.RESULTS), results)
   logging.info("Done: %d steps in %s; final dev %s %.4f, best %.4f at step %d",
                step, format_seconds(train_seconds), task.primary_metric,
                metrics[task.primary_metric], best[task.primary_metric],

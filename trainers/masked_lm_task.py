@@ -1,49 +1,145 @@
-"""Masked-LM pretraining on a classification task's own training text.
+"""`--task=masked_lm`: masked-LM pretraining of the encoder on the user's text.
 
-`--task=sst2_mlm` pretrains the encoder backbone on the SST-2 training
-sentences (labels unused); `--task=sst2 --init_checkpoint=<that model_dir>`
-then fine-tunes from it. Masking follows BERT: 15% of real tokens are chosen,
-80% of those become [MASK], 10% a random token, 10% stay.
+The texts are the lines of .txt files or the `--text_column` of TSV/CSV/JSONL
+files (labels, if any, unused). Dev text is `--eval_files`, or else the last
+10% of the training rows (held out, never trained on). Then
+`--task=text_classification --init_checkpoint=<this model_dir>` fine-tunes a
+classifier from the pretrained backbone and vocabulary. Masking follows
+BERT: 15% of real tokens are chosen, 80% of those become [MASK], 10% a random
+token, 10% stay.
 """
+
+import os
 
 import numpy as np
 import tensorflow as tf
 import keras
 import keras_hub
+from absl import logging
 
 from trainers import classification_data
-from trainers.classification_task import ClassificationTask
-from zoo.tokenizers.wordpiece import MASK, PAD_ID, read_vocabulary
+from trainers.config import preset_architecture
+from trainers.data_files import RowReader, expand_files
+from trainers.errors import UserError
+from trainers.task import WARMUP_EXAMPLES, Task
+from zoo.tokenizers.wordpiece import (MASK, PAD_ID, learn_wordpiece_vocabulary,
+                                      read_vocabulary, write_vocabulary)
 
 MASK_RATE = 0.15
+HELD_OUT_FRACTION = 0.1  # of the training rows, when there are no eval files
+VOCABULARY_FILE = "vocab.txt"
 
 
-class MaskedLMTask(ClassificationTask):
-  """Reads data like its classification task; trains and scores a masked LM."""
+class MaskedLMTask(Task):
+  """Trains and scores a masked LM on streamed text rows."""
 
+  name = "masked_lm"
+  family = "encoder"
   primary_metric = "accuracy"  # masked-token accuracy on the dev text
-  supports_consistency = False  # its own data and loss: no R-Drop pairs
-  supports_packing = False  # masks whole rows: no packed examples
-  supports_adversarial = False  # its own loss on masked tokens
+  higher_is_better = True
+
+  def __init__(self, config):
+    super().__init__(config)
+    self._count = None
+    self._skipped = 0
+
+  def train_paths(self):
+    if not self.config.train_files:
+      raise UserError("--train_files is required: the text to pretrain on")
+    return expand_files(self.config.train_files, "train_files")
+
+  def _texts(self, paths, start=0, stop=None):
+    """Yields the good texts of `paths` with index in [start, stop)."""
+    column = self.config.text_column
+    reader = RowReader(paths, [column], self.config.skip_bad_rows,
+                       text_column=column)
+    index = 0
+    for row in reader.rows():
+      text = row.values[column]
+      if not text.strip():
+        reader.bad(f"{row.path}:{row.line}: empty text in column {column!r}")
+        continue
+      if stop is not None and index >= stop:
+        return
+      if index >= start:
+        yield text
+      index += 1
+    self._skipped = reader.bad_rows.count
+
+  def _row_count(self):
+    if self._count is None:
+      self._count = sum(1 for _ in self._texts(self.train_paths()))
+      if self._count == 0:
+        raise UserError(f"--train_files={self.config.train_files}: no text")
+      if self._skipped:
+        logging.warning("Skipped %d bad training rows", self._skipped)
+    return self._count
+
+  def _held_out(self):
+    """Rows at the end kept for dev when no --eval_files are given."""
+    if self.config.eval_files:
+      return 0
+    return max(1, int(self._row_count() * HELD_OUT_FRACTION))
+
+  def num_train_examples(self):
+    return max(1, self._row_count() - self._held_out())
+
+  def data_report(self):
+    return {"train_rows": self.num_train_examples(),
+            "skipped_rows": self._skipped}
+
+  def describe_eval_data(self):
+    if self.config.eval_files:
+      return ",".join(expand_files(self.config.eval_files, "eval_files"))
+    return f"{self.config.train_files} (last {HELD_OUT_FRACTION:.0%} of the rows)"
+
+  def _dataset(self, train):
+    if self.config.eval_files and not train:
+      paths, start, stop = expand_files(self.config.eval_files,
+                                        "eval_files"), 0, None
+    elif train:
+      paths, start, stop = self.train_paths(), 0, self.num_train_examples()
+    else:
+      paths, start, stop = self.train_paths(), self.num_train_examples(), None
+    texts = tf.data.Dataset.from_generator(
+        lambda: self._texts(paths, start, stop),
+        output_signature=tf.TensorSpec([], tf.string))
+    return texts.map(lambda text: (text, tf.constant(0, tf.int64)))
 
   def new_model_config(self, model_dir):
-    model_config = super().new_model_config(model_dir)
-    model_config["task"] = self.spec.name + "_mlm"
-    model_config["head"] = "masked_lm"
-    return model_config
+    if self.config.init_checkpoint:
+      raise UserError("--init_checkpoint is for text_classification; "
+                      "masked_lm pretrains from scratch")
+    architecture = preset_architecture(self.family, self.config.preset,
+                                       self.config.model_overrides)
+    if self.config.vocabulary_size:
+      architecture["vocabulary_size"] = self.config.vocabulary_size
+    sample = []
+    for text in self._texts(self.train_paths(), 0, min(
+        self.num_train_examples(), self.config.vocabulary_sample_lines)):
+      sample.append(text)
+    vocabulary = learn_wordpiece_vocabulary(sample,
+                                            architecture["vocabulary_size"])
+    write_vocabulary(vocabulary, os.path.join(model_dir, VOCABULARY_FILE))
+    architecture["vocabulary_size"] = len(vocabulary)
+    return {"family": self.family, "task": self.name, "head": "masked_lm",
+            "preset": self.config.preset, "architecture": architecture,
+            "labels": ["unused", "unused"], "vocabulary_file": VOCABULARY_FILE,
+            "warmup_examples": {"text": sample[:WARMUP_EXAMPLES]}}
+
+  def count_tokens(self, features, unused_targets):
+    """Non-padding input tokens in a batch (for tokens/s)."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(features["token_ids"], 0),
+                                 tf.float32))
 
   def build_model(self, model_config):
     from zoo import model_config as zoo_model_config
     model = zoo_model_config.build_model(model_config)
     length = model_config["architecture"]["sequence_length"]
     model({"token_ids": tf.zeros([1, length], tf.int32),
-           "mask_positions": tf.zeros([1, self._max_predictions(length)],
+           "mask_positions": tf.zeros([1, max_predictions(length)],
                                       tf.int32)})
     return model
-
-  @staticmethod
-  def _max_predictions(sequence_length):
-    return max(1, int(round(sequence_length * MASK_RATE)))
 
   def _masker(self, tokenizer):
     vocabulary = read_vocabulary(tokenizer.vocabulary_file)
@@ -52,7 +148,7 @@ class MaskedLMTask(ClassificationTask):
     return keras_hub.layers.MaskedLMMaskGenerator(
         vocabulary_size=tokenizer.vocabulary_size,
         mask_selection_rate=MASK_RATE, mask_token_id=vocabulary.index(MASK),
-        mask_selection_length=self._max_predictions(tokenizer.sequence_length),
+        mask_selection_length=max_predictions(tokenizer.sequence_length),
         unselectable_token_ids=sorted(set(special + [PAD_ID])))
 
   def _mask(self, masker):
@@ -66,14 +162,15 @@ class MaskedLMTask(ClassificationTask):
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
     del num_replicas  # batches of examples split evenly without help
-    sentences, labels = self.train_examples()
     ds = classification_data.train_dataset(
-        sentences, labels, tokenizer, global_batch_size, self.config.seed,
-        skip_batches)
+        self._dataset(train=True),
+        max(1, min(self.num_train_examples(), self.config.shuffle_buffer_size)),
+        tokenizer, global_batch_size, self.config.seed, skip_batches)
     return ds.map(self._mask(self._masker(tokenizer)))
 
-  def eval_dataset(self, tokenizer, batch_size, split_or_path="dev"):
-    ds = super().eval_dataset(tokenizer, batch_size, split_or_path)
+  def eval_dataset(self, tokenizer, batch_size):
+    ds = classification_data.eval_dataset(self._dataset(train=False),
+                                          tokenizer, batch_size)
     # Cached: every evaluation scores the same masked positions.
     return ds.map(self._mask(self._masker(tokenizer))).cache()
 
@@ -108,3 +205,18 @@ class MaskedLMTask(ClassificationTask):
       total += float(weights.sum())
     return {"accuracy": hits / max(total, 1.0), "loss": loss / max(total, 1.0),
             "masked_tokens": int(total)}
+
+  def evaluate_export(self, saved_model, batch_size, **unused_options):
+    raise UserError("a masked_lm export serves the encoder's features; "
+                    "evaluate the checkpoint (--model_dir) instead")
+
+  def print_report(self, metrics):
+    print(f"model:    {metrics['source']}")
+    print(f"data:     {metrics['data']} ({metrics['masked_tokens']} masked "
+          "tokens)")
+    print(f"masked-token accuracy: {metrics['accuracy']:.4f}")
+    print(f"masked-token loss:     {metrics['loss']:.4f} nats")
+
+
+def max_predictions(sequence_length):
+  return max(1, int(round(sequence_length * MASK_RATE)))

@@ -37,6 +37,7 @@ def classification_metrics(y_true, y_pred, labels):
       "precision": float(np.mean(precision[chosen])),
       "recall": float(np.mean(recall[chosen])),
       "f1": float(np.mean(f1[chosen])),
+      "macro_f1": float(np.mean(f1)),
       "per_class": {
           label: {"precision": float(p), "recall": float(r), "f1": float(f),
                   "support": int(n)}

@@ -1,28 +1,43 @@
-"""The tasks `--task` can name, mapped to the objects that implement them."""
+"""The task registry: `--task` names, mapped to their Task classes (trainers/task.py).
 
-from trainers.classification_task import SST2, ClassificationTask
+A plain dict, filled here and nowhere else. Adding a task is one module with
+a Task subclass plus one line below (and, for a new kind of model, a family in
+zoo.model_config and export.exporter). The bundled datasets are recipes of
+these tasks (trainers/configs/*.flags), not tasks of their own.
+"""
+
+from trainers.classification_task import TextClassificationTask
 from trainers.errors import UserError
 from trainers.language_model_task import LanguageModelTask
 from trainers.masked_lm_task import MaskedLMTask
-from trainers.translation_task import MULTI30K_DE_EN, TranslationTask
+from trainers.translation_task import TranslationTask
 
-TASK_NAMES = ("sst2", "sst2_mlm", "shakespeare", "multi30k_de_en")
+TASKS = {
+    "text_classification": TextClassificationTask,
+    "masked_lm": MaskedLMTask,
+    "language_model": LanguageModelTask,
+    "translation": TranslationTask,
+}
+TASK_NAMES = tuple(TASKS)
 
 
 def get_task(config):
-  """Returns the task object for config.task (a TrainConfig)."""
-  task = _build_task(config)
-  if config.consistency_weight > 0 and not getattr(
-      task, "supports_consistency", False):
-    raise UserError(f"--consistency_weight is for classification tasks; "
-                    f"--task={config.task} does not take it")
-  if config.adversarial_epsilon > 0 and not getattr(
-      task, "supports_adversarial", False):
-    raise UserError(f"--adversarial_epsilon is for classification tasks; "
-                    f"--task={config.task} does not take it")
-  if config.pack_examples and not getattr(task, "supports_packing", False):
-    raise UserError(f"--pack_examples is for classification tasks; "
-                    f"--task={config.task} does not take it")
+  """The Task object for config.task (a TrainConfig); UserError for options
+  the task does not take."""
+  if config.task not in TASKS:
+    raise UserError(f"Unknown task {config.task!r}; choose one of "
+                    f"{list(TASK_NAMES)}")
+  task = TASKS[config.task](config)
+  for option, supported, value in (
+      ("consistency_weight", task.supports_consistency,
+       config.consistency_weight > 0),
+      ("adversarial_epsilon", task.supports_adversarial,
+       config.adversarial_epsilon > 0),
+      ("pack_examples", task.supports_packing, config.pack_examples),
+      ("init_checkpoint", task.supports_init_checkpoint,
+       bool(config.init_checkpoint))):
+    if value and not supported:
+      raise UserError(f"--{option} is not supported by --task={config.task}")
   if config.pack_examples and config.consistency_weight > 0:
     raise UserError("--pack_examples and --consistency_weight do not go "
                     "together: R-Drop needs each example twice in adjacent "
@@ -30,14 +45,14 @@ def get_task(config):
   return task
 
 
-def _build_task(config):
-  if config.task == "sst2":
-    return ClassificationTask(SST2, config)
-  if config.task == "sst2_mlm":  # masked-LM pretraining on SST-2's train text
-    return MaskedLMTask(SST2, config)
-  if config.task == "shakespeare":  # character-level LM on tiny-shakespeare
-    return LanguageModelTask("shakespeare", "tinyshakespeare", "input.txt",
-                             config)
-  if config.task == "multi30k_de_en":  # German to English translation
-    return TranslationTask(MULTI30K_DE_EN, config)
-  raise UserError(f"Unknown task {config.task!r}; choose one of {TASK_NAMES}")
+def task_for_model(trainer_config, model_config, **overrides):
+  """The Task of a trained model (its config.json or model card), bound to
+  its model config; `overrides` replace TrainConfig fields (e.g. other
+  eval files)."""
+  from trainers.config import TrainConfig
+  values = dict(trainer_config or {})
+  values.setdefault("task", model_config["task"])
+  values.update({k: v for k, v in overrides.items() if v not in (None, "")})
+  values["init_checkpoint"] = ""  # evaluation never warm-starts
+  values["pack_examples"] = False
+  return get_task(TrainConfig.from_dict(values)).use_model_config(model_config)

@@ -1,4 +1,4 @@
-"""Train a zoo model: `python -m trainers.train --task=sst2 --preset=small --model_dir=DIR`.
+"""Train a zoo model on your data: `python -m trainers.train --task=text_classification --train_files=... --model_dir=DIR`.
 
 Thin absl entry point: flags -> TrainConfig -> trainers.loop.train_and_evaluate.
 Rerunning the same command resumes from the last checkpoint in --model_dir.
@@ -20,8 +20,55 @@ flags.DEFINE_enum("preset", _DEFAULTS.preset,
                   "Model size preset of the task's family (zoo/presets.py).")
 flags.DEFINE_string("model_dir", None, "Directory for checkpoints, summaries, "
                     "config.json and the vocabulary. Rerun to resume.")
-flags.DEFINE_string("data_dir", "", "Folder with the task's data files "
-                    "(default: the bundled data/<task>).")
+# --- data: .tsv, .csv, .jsonl, .txt (each optionally .gz); lists and globs
+flags.DEFINE_string("train_files", "", "Training data: comma-separated paths "
+                    "and globs (expanded by the trainer). text_classification "
+                    "and masked_lm: .tsv/.csv/.jsonl (masked_lm also .txt); "
+                    "language_model: .txt; translation: a table with "
+                    "--source_column/--target_column.")
+flags.DEFINE_string("eval_files", "", "Dev data, like --train_files. "
+                    "language_model and masked_lm without it: the last 10% "
+                    "of the training data.")
+flags.DEFINE_string("text_column", _DEFAULTS.text_column, "The text's header "
+                    "column (TSV/CSV) or key (JSONL).")
+flags.DEFINE_string("text_pair_column", "", "text_classification: a second "
+                    "text per row (NLI, paraphrase, question + passage), "
+                    "encoded with the first as one sequence.")
+flags.DEFINE_string("label_column", _DEFAULTS.label_column,
+                    "text_classification: the label's column or key.")
+flags.DEFINE_list("labels", [], "text_classification: the label set in id "
+                  "order; any other label is an error. Default: every label "
+                  "of the training files, sorted.")
+flags.DEFINE_list("label_names", [], "text_classification: display names of "
+                  "the labels in id order (what the export returns as "
+                  "`label`). Default: the labels themselves.")
+flags.DEFINE_string("train_source_files", "", "translation: source side, "
+                    "line-aligned with --train_target_files.")
+flags.DEFINE_string("train_target_files", "", "translation: target side.")
+flags.DEFINE_string("eval_source_files", "", "translation: dev source side.")
+flags.DEFINE_string("eval_target_files", "", "translation: dev target side.")
+flags.DEFINE_string("source_column", _DEFAULTS.source_column, "translation "
+                    "from tables: the source column or key.")
+flags.DEFINE_string("target_column", _DEFAULTS.target_column, "translation "
+                    "from tables: the target column or key.")
+flags.DEFINE_string("source_language", "", "translation: source language "
+                    "code (recorded in the model card).")
+flags.DEFINE_string("target_language", "", "translation: target language "
+                    "code (recorded in the model card).")
+flags.DEFINE_enum("tokenizer", "", ["", "characters"], "language_model: the "
+                  "tokenizer ('' = characters).")
+flags.DEFINE_integer("vocabulary_size", 0, "Target vocabulary size; 0 = the "
+                     "preset's.", lower_bound=0)
+flags.DEFINE_integer("vocabulary_sample_lines", _DEFAULTS.vocabulary_sample_lines,
+                     "Learn the vocabulary from at most this many training "
+                     "rows (the first).", lower_bound=1)
+flags.DEFINE_integer("shuffle_buffer_size", _DEFAULTS.shuffle_buffer_size,
+                     "Training rows shuffled together (all of them when "
+                     "they fit).", lower_bound=1)
+flags.DEFINE_bool("skip_bad_rows", False, "Skip bad rows (a missing column, "
+                  "an empty text, an unknown label, invalid UTF-8) and count "
+                  "them in the log and results.json, instead of stopping at "
+                  "the first with its file and line.")
 flags.DEFINE_float("epochs", _DEFAULTS.epochs,
                    "Passes over the training split (used when --train_steps=0).",
                    lower_bound=0.0)
@@ -105,7 +152,7 @@ flags.DEFINE_string("model_overrides", "", "Preset fields to override, "
                     "'key=value,...' (e.g. 'dropout=0.3,num_layers=4'); "
                     "recorded in config.json.")
 flags.DEFINE_string("init_checkpoint", "", "A pretraining model_dir (e.g. of "
-                    "--task=sst2_mlm): this run reuses its vocabulary and "
+                    "--task=masked_lm): this run reuses its vocabulary and "
                     "architecture and starts from its backbone weights.")
 flags.mark_flag_as_required("model_dir")
 
@@ -113,9 +160,11 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags():
-  return config_lib.TrainConfig(**{
-      field: FLAGS[field].value
-      for field in config_lib.TrainConfig.__dataclass_fields__})
+  values = {field: FLAGS[field].value
+            for field in config_lib.TrainConfig.__dataclass_fields__}
+  for field in ("labels", "label_names"):  # lists -> "a,b" in the config
+    values[field] = ",".join(values[field])
+  return config_lib.TrainConfig(**values)
 
 
 def main(argv):

@@ -26,6 +26,7 @@ from trainers.optimizer import make_optimizer
 from trainers.tasks import get_task
 from trainers.train_step import make_train_step
 from zoo import model_config as zoo_model_config
+from zoo import model_dir as model_dir_layout
 
 
 @dataclasses.dataclass
@@ -67,7 +68,7 @@ def load_or_create_model_config(task, config, work_dir):
           f"{model_config['preset']} model; pass the same --task/--preset to "
           "resume it, or a new --model_dir")
     return model_config
-  logging.info("Learning the vocabulary from the training split...")
+  logging.info("Reading the training data and learning the vocabulary...")
   return task.new_model_config(work_dir)
 
 
@@ -85,8 +86,8 @@ def _worker_dir(config, strategy, chief):
   if chief:
     return config.model_dir
   resolver = strategy.cluster_resolver
-  return os.path.join(config.model_dir, ".workers",
-                      f"{resolver.task_type}_{resolver.task_id}")
+  return model_dir_layout.worker_dir(config.model_dir, resolver.task_type,
+                                     resolver.task_id)
 
 
 def prepare_training(config: TrainConfig) -> Training:
@@ -110,6 +111,7 @@ def prepare_training(config: TrainConfig) -> Training:
 
   task = get_task(config)
   model_config = load_or_create_model_config(task, config, work_dir)
+  task.use_model_config(model_config)
   # Every worker learns the vocabulary from its own copy of the data; they
   # must agree or the replicas would train different models.
   strategies.check_workers_agree(

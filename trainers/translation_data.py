@@ -1,8 +1,8 @@
-"""Input pipeline for translation: parallel text files, one sentence a line.
+"""Input pipeline for translation: batches of (source, target) sentence pairs.
 
-A split is a pair of files `<prefix>.<src>` and `<prefix>.<tgt>` (plain or
-`.gz`), line i of one translating line i of the other; a count mismatch names
-both files. Batches are (features, targets):
+The input is a streamed dataset of (source, target) strings
+(trainers.translation_task reads and checks the files). Batches are
+(features, targets):
   features  source_ids int32[B, W] (pieces, EOS, padding) and target_ids
             int32[B, W] (BOS, pieces: the decoder's input)
   targets   int32[B, W] (pieces, EOS, padding: what the decoder predicts)
@@ -12,43 +12,10 @@ the seed, so a resumed run that skips the batches it trained on continues
 exactly.
 """
 
-import gzip
-import os
-
 import tensorflow as tf
 
 from trainers.classification_data import bucket_widths
-from trainers.errors import UserError
 from zoo.tokenizers.sentencepiece import BOS_ID
-
-
-def read_lines(path):
-  """The lines of a UTF-8 text file (gzip if it ends in .gz), newline-stripped."""
-  if not os.path.isfile(path) and os.path.isfile(path + ".gz"):
-    path += ".gz"
-  if not os.path.isfile(path):
-    raise UserError(f"{path}: data file not found")
-  opener = gzip.open if path.endswith(".gz") else open
-  try:
-    with opener(path, "rt", encoding="utf-8") as f:
-      return [line.rstrip("\r\n") for line in f], path
-  except UnicodeDecodeError as e:
-    raise UserError(f"{path}: not valid UTF-8 ({e.reason})")
-  except (OSError, EOFError) as e:
-    raise UserError(f"{path}: cannot read ({e})")
-
-
-def read_parallel(source_path, target_path):
-  """(source lines, target lines); UserError if the counts differ or are 0."""
-  sources, source_path = read_lines(source_path)
-  targets, target_path = read_lines(target_path)
-  if len(sources) != len(targets):
-    raise UserError(f"{source_path} has {len(sources)} lines but "
-                    f"{target_path} has {len(targets)}; parallel files must "
-                    "match line for line")
-  if not sources:
-    raise UserError(f"{source_path}: no sentences")
-  return sources, targets
 
 
 def make_example(tokenizer):
@@ -81,12 +48,12 @@ def _trim(widths):
   return trim
 
 
-def train_dataset(sources, targets, tokenizer, global_batch_size, seed,
+def train_dataset(pairs, shuffle_buffer, tokenizer, global_batch_size, seed,
                   skip_batches=0):
-  """Infinite, shuffled, length-bucketed (features, targets) batches."""
+  """Infinite, shuffled, length-bucketed (features, targets) batches of the
+  (source, target) `pairs`, shuffled in a buffer of `shuffle_buffer`."""
   widths = bucket_widths(tokenizer.sequence_length)
-  ds = tf.data.Dataset.from_tensor_slices((sources, targets))
-  ds = ds.shuffle(len(sources), seed=seed, reshuffle_each_iteration=True)
+  ds = pairs.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat()
   ds = ds.batch(1024).map(make_example(tokenizer)).unbatch()
   ds = ds.bucket_by_sequence_length(
@@ -98,9 +65,9 @@ def train_dataset(sources, targets, tokenizer, global_batch_size, seed,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(sources, targets, tokenizer, batch_size):
+def eval_dataset(pairs, tokenizer, batch_size):
   """One pass in file order: (features, targets) batches, trimmed."""
   widths = bucket_widths(tokenizer.sequence_length)
-  ds = tf.data.Dataset.from_tensor_slices((sources, targets)).batch(batch_size)
+  ds = pairs.batch(batch_size)
   ds = ds.map(make_example(tokenizer)).map(_trim(widths))
   return ds.cache().prefetch(tf.data.AUTOTUNE)

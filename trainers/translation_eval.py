@@ -99,3 +99,43 @@ def bleu_metrics(hypotheses, references, num_samples=1000, seed=0):
       "chrf_signature": str(chrf.get_signature()),
       "sentences": len(hypotheses),
   }
+
+
+def evaluate_translations(task, saved_model, model_dir, checkpoint, batch_size,
+                          beam_size=4, length_penalty=0.6, max_output_length=0,
+                          hypotheses_file=""):
+  """BLEU/chrF of beam-search translations of the task's dev pairs, from an
+  export (saved_model) or a checkpoint (model_dir)."""
+  from trainers.saved_models import model_sequence_length
+  pairs = list(task.pairs("eval"))
+  sources = [source for source, _ in pairs]
+  references = [target for _, target in pairs]
+  translate = load_translate_fn(model_dir, saved_model, checkpoint)
+  max_output_length = max_output_length or (
+      model_sequence_length(model_dir, saved_model) - 2)
+  hypotheses = translate_all(translate, sources, batch_size, beam_size,
+                             max_output_length, length_penalty)
+  if hypotheses_file:
+    with open(hypotheses_file, "w", encoding="utf-8") as f:
+      f.write("\n".join(hypotheses) + "\n")
+  metrics = bleu_metrics(hypotheses, references)
+  metrics.update(beam_size=beam_size, length_penalty=length_penalty,
+                 max_output_length=max_output_length,
+                 examples=[{"source": s, "reference": r, "hypothesis": h}
+                           for s, r, h in list(zip(sources, references,
+                                                   hypotheses))[:5]])
+  return metrics
+
+
+def print_translation_report(metrics):
+  low, high = metrics["bleu_ci95"]
+  print(f"model: {metrics['source']}")
+  print(f"data:  {metrics['data']} ({metrics['sentences']} sentences)")
+  print(f"beam {metrics['beam_size']}, length penalty "
+        f"{metrics['length_penalty']}")
+  print(f"BLEU:  {metrics['bleu']:.2f}  (95% CI {low:.2f}-{high:.2f})  "
+        f"{metrics['bleu_signature']}")
+  print(f"chrF:  {metrics['chrf']:.2f}  {metrics['chrf_signature']}")
+  for example in metrics["examples"][:3]:
+    print(f"  {example['source']}\n  -> {example['hypothesis']}\n"
+          f"  (ref {example['reference']})")

@@ -1,115 +1,194 @@
-"""Translation tasks (Multi30k German to English): data, vocabulary, loss.
+"""`--task=translation`: an encoder-decoder on the user's parallel text.
 
-`--task=multi30k_de_en` trains the seq2seq family on data/multi30k. During
-training, checkpoints are chosen by the validation loss (teacher-forced
-cross-entropy per target token, lower is better; cheap to compute on CPU);
-BLEU and chrF come from `trainers.evaluate`, which decodes with beam search.
+Two layouts, as in OpenNMT and keras-hub:
+  line-aligned files: --train_source_files / --train_target_files (line i
+      of one translates line i of the other; lists and globs pair up in
+      order), --eval_source_files / --eval_target_files;
+  tables: --train_files / --eval_files (.tsv, .csv, .jsonl) with
+      --source_column and --target_column.
+Any languages and scripts: one SentencePiece vocabulary is learned over both
+sides (the first --vocabulary_sample_lines pairs). --source_language and
+--target_language go into the model card. During training, checkpoints are
+chosen by the dev loss (teacher-forced cross-entropy per target token, lower
+is better; cheap on CPU); BLEU and chrF come from `trainers.evaluate`, which
+decodes with the export's beam search.
 """
 
-import dataclasses
+import itertools
 import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from trainers import translation_data as data
 from trainers.config import preset_architecture
+from trainers.data_files import RowReader, expand_files, read_text_chunks
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
-from trainers.train_step import example_count
-from zoo import model_config as zoo_model_config
+from trainers.task import WARMUP_EXAMPLES, Task, token_metrics
 from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCABULARY_FILE = "spm.model"
 
 
-@dataclasses.dataclass(frozen=True)
-class TranslationSpec:
-  name: str  # task name used by --task
-  data_folder: str  # folder under data/
-  source_language: str  # file suffix of the source side
-  target_language: str  # file suffix of the target side
-  splits: dict  # split name -> file prefix
+class BadPairs:
+  """Counts skipped pairs of line-aligned files."""
+
+  def __init__(self):
+    self.count = 0
 
 
-MULTI30K_DE_EN = TranslationSpec(
-    name="multi30k_de_en", data_folder="multi30k", source_language="de",
-    target_language="en",
-    splits={"train": "train", "validation": "val",
-            "test": "test_2016_flickr"})
-
-
-class TranslationTask:
+class TranslationTask(Task):
   """Everything task-specific the training loop needs for a translator."""
 
+  name = "translation"
   family = "seq2seq"
   primary_metric = "loss"
   higher_is_better = False
-  eval_split = "validation"
 
-  def __init__(self, spec, config):
-    self.spec = spec
-    self.config = config
-    self.data_dir = config.data_dir or os.path.join(REPO_ROOT, "data",
-                                                    spec.data_folder)
-    self._train = None
+  def __init__(self, config):
+    super().__init__(config)
+    self._count = None
+    self._skipped = 0
 
-  def split_paths(self, split):
-    """(source path, target path) of a named split."""
-    if split not in self.spec.splits:
-      raise UserError(f"unknown split {split!r}; choose one of "
-                      f"{sorted(self.spec.splits)}")
-    prefix = os.path.join(self.data_dir, self.spec.splits[split])
-    return (f"{prefix}.{self.spec.source_language}",
-            f"{prefix}.{self.spec.target_language}")
+  # --- reading ------------------------------------------------------------
 
-  def read_split(self, split):
-    return data.read_parallel(*self.split_paths(split))
+  def _files(self, split):
+    """('aligned', source paths, target paths) or ('table', paths, None)."""
+    c = self.config
+    source, target, table = (
+        (c.train_source_files, c.train_target_files, c.train_files)
+        if split == "train" else
+        (c.eval_source_files, c.eval_target_files, c.eval_files))
+    if (source or target) and table:
+      raise UserError(f"pass either --{split}_source_files/--{split}_target_"
+                      f"files or --{split}_files, not both")
+    if table:
+      return "table", expand_files(table, f"{split}_files"), None
+    if not (source and target):
+      raise UserError(
+          f"--{split}_source_files and --{split}_target_files are required "
+          f"(line-aligned text), or --{split}_files with --source_column and "
+          "--target_column")
+    sources = expand_files(source, f"{split}_source_files")
+    targets = expand_files(target, f"{split}_target_files")
+    if len(sources) != len(targets):
+      raise UserError(f"--{split}_source_files names {len(sources)} files but "
+                      f"--{split}_target_files names {len(targets)}; they "
+                      "pair up in order")
+    return "aligned", sources, targets
 
-  def describe_eval_data(self, split):
-    return " / ".join(self.split_paths(split))
+  def pairs(self, split):
+    """Yields (source, target) str pairs of a split, checked row by row."""
+    layout, first, second = self._files(split)
+    if layout == "table":
+      yield from self._table_pairs(first)
+    else:
+      for source_path, target_path in zip(first, second):
+        yield from self._aligned_pairs(source_path, target_path)
 
-  def train_pairs(self):
-    if self._train is None:
-      self._train = self.read_split("train")
-    return self._train
+  def _bad(self, message):
+    if not self.config.skip_bad_rows:
+      raise UserError(message + " (or pass --skip_bad_rows to skip such rows)")
+    self._skipped += 1
+
+  def _aligned_pairs(self, source_path, target_path):
+    sources = read_text_chunks([source_path])
+    targets = read_text_chunks([target_path])
+    for source, target in itertools.zip_longest(sources, targets):
+      if source is None or target is None:
+        longer, (path, number, _) = ((target_path, target) if source is None
+                                     else (source_path, source))
+        raise UserError(
+            f"{longer}:{number}: this file has more lines than "
+            f"{source_path if source is None else target_path}; parallel "
+            "files must match line for line")
+      _, number, source_line = source
+      source_text, target_text = (source_line.rstrip("\r\n"),
+                                  target[2].rstrip("\r\n"))
+      if not source_text.strip() or not target_text.strip():
+        empty = source_path if not source_text.strip() else target_path
+        self._bad(f"{empty}:{number}: empty line (line {number} of "
+                  f"{source_path} and {target_path} must both hold text)")
+        continue
+      yield source_text, target_text
+
+  def _table_pairs(self, paths):
+    columns = [self.config.source_column, self.config.target_column]
+    reader = RowReader(paths, columns, self.config.skip_bad_rows)
+    for row in reader.rows():
+      source, target = (row.values[c] for c in columns)
+      if not source.strip() or not target.strip():
+        reader.bad(f"{row.path}:{row.line}: empty text in column "
+                   f"{columns[0] if not source.strip() else columns[1]!r}")
+        continue
+      yield source, target
+    self._skipped += reader.bad_rows.count
+
+  def pairs_dataset(self, split):
+    return tf.data.Dataset.from_generator(
+        lambda: self.pairs(split),
+        output_signature=(tf.TensorSpec([], tf.string),
+                          tf.TensorSpec([], tf.string)))
+
+  # --- the Task interface -------------------------------------------------
 
   def num_train_examples(self):
-    return len(self.train_pairs()[0])
+    if self._count is None:
+      self._count = sum(1 for _ in self.pairs("train"))
+      if self._count == 0:
+        raise UserError("the training files hold no sentence pairs")
+      if self._skipped:
+        logging.warning("Skipped %d bad training pairs", self._skipped)
+    return self._count
+
+  def data_report(self):
+    return {"train_rows": self.num_train_examples(),
+            "skipped_rows": self._skipped}
+
+  def describe_eval_data(self):
+    layout, first, second = self._files("eval")
+    return ",".join(first) + ("" if second is None else
+                              " / " + ",".join(second))
 
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:
       raise UserError("--init_checkpoint is not supported for translation")
     architecture = preset_architecture(self.family, self.config.preset,
                                        self.config.model_overrides)
-    sources, targets = self.train_pairs()
+    if self.config.vocabulary_size:
+      architecture["vocabulary_size"] = self.config.vocabulary_size
+    self.num_train_examples()  # checks every pair first
+    sample = list(itertools.islice(self.pairs("train"),
+                                   self.config.vocabulary_sample_lines))
+    sources = [source for source, _ in sample]
+    targets = [target for _, target in sample]
     model = learn_sentencepiece(sources + targets,
                                 architecture["vocabulary_size"])
     write_model(model, os.path.join(model_dir, VOCABULARY_FILE))
-    return {"family": self.family, "task": self.spec.name,
+    return {"family": self.family, "task": self.name,
             "preset": self.config.preset, "architecture": architecture,
             "vocabulary_file": VOCABULARY_FILE,
-            "source_language": self.spec.source_language,
-            "target_language": self.spec.target_language}
+            "source_language": self.config.source_language,
+            "target_language": self.config.target_language,
+            "warmup_examples": {"source": sources[:WARMUP_EXAMPLES]}}
 
   def build_model(self, model_config):
     model = zoo_model_config.build_model(model_config)
     model(zoo_model_config.dummy_inputs(model_config))  # create the variables
     return model
 
-  def warm_start(self, model, init_checkpoint):
-    raise UserError("--init_checkpoint is not supported for translation")
-
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
     del num_replicas  # batches of examples split evenly without help
-    sources, targets = self.train_pairs()
-    return data.train_dataset(sources, targets, tokenizer, global_batch_size,
-                              self.config.seed, skip_batches)
+    return data.train_dataset(
+        self.pairs_dataset("train"),
+        max(1, min(self.num_train_examples(), self.config.shuffle_buffer_size)),
+        tokenizer, global_batch_size, self.config.seed, skip_batches)
 
-  def eval_dataset(self, tokenizer, batch_size, split="validation"):
-    return data.eval_dataset(*self.read_split(split), tokenizer, batch_size)
+  def eval_dataset(self, tokenizer, batch_size):
+    return data.eval_dataset(self.pairs_dataset("eval"), tokenizer, batch_size)
 
   def count_tokens(self, features, unused_targets):
     return (tf.reduce_sum(tf.cast(features["source_ids"] != 0, tf.float32)) +
@@ -128,10 +207,6 @@ class TranslationTask:
         label_smoothing=self.config.label_smoothing)  # [B, T]
     return tf.reduce_sum(token_loss * mask, axis=-1)  # [B]
 
-  def count_examples(self, unused_features, targets):
-    """float32: the examples (rows) in a batch."""
-    return example_count(targets)
-
   def loss_denominator(self, unused_features, targets):
     """The loss is a mean over target tokens: this batch's count of them."""
     return tf.reduce_sum(tf.cast(targets != 0, tf.float32))
@@ -145,19 +220,25 @@ class TranslationTask:
 
   def evaluate(self, predict_fn, dataset):
     """Teacher-forced loss per target token (nats), perplexity, accuracy."""
-    losses, counts, hits = [], [], []
-    for features, targets in dataset:
-      logits = predict_fn(features)  # [B, T, V]
-      mask = (targets != 0).numpy()
-      token_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=targets, logits=tf.cast(logits, tf.float32)).numpy()
-      losses.append((token_loss * mask).sum(axis=1))
-      hits.append(((np.argmax(logits, -1) == targets.numpy()) * mask).sum(1))
-      counts.append(mask.sum(axis=1))
-    metrics = language_model_metrics(np.concatenate(losses),
-                                     np.concatenate(counts),
-                                     np.concatenate(hits))
+    metrics = language_model_metrics(*token_metrics(predict_fn, dataset))
     metrics["target_tokens"] = metrics.pop("characters")
     metrics.pop("bits_per_character")
     metrics["sentences"] = metrics.pop("chunks")
     return metrics
+
+  def evaluate_export(self, saved_model, batch_size, **options):
+    """BLEU and chrF of the export's `translate` signature on the dev pairs."""
+    from trainers.translation_eval import evaluate_translations
+    return evaluate_translations(self, saved_model, "", "best", batch_size,
+                                 **options)
+
+  def evaluate_checkpoint(self, model_dir, checkpoint, batch_size, **options):
+    """BLEU and chrF of beam search from a checkpoint (as the export runs it)."""
+    from trainers.translation_eval import evaluate_translations
+    return dict(evaluate_translations(self, "", model_dir, checkpoint,
+                                      batch_size, **options),
+                source=model_dir)
+
+  def print_report(self, metrics):
+    from trainers.translation_eval import print_translation_report
+    print_translation_report(metrics)

@@ -3,13 +3,16 @@
 The trainer writes this dict to `model_dir/config.json` under "model"; export
 and evaluation call `build_tokenizer` and `build_model` with it, so they never
 need the trainer's flags. Keys:
-  family: "encoder", "decoder" or "seq2seq"
+  family: "encoder", "decoder" or "seq2seq" (a key of FAMILIES)
   head: "classifier" (default) or "masked_lm" (pretraining)
   task: the task name the model was trained for
   preset: the preset name the architecture came from
   architecture: the preset dict, with vocabulary_size set to the real vocabulary
   labels: class names in id order (classifiers)
   vocabulary_file: path relative to the model_dir (or absolute)
+  tokenizer: a key of TOKENIZERS; absent = the family's
+  label_values: the labels as the data writes them, in id order
+  warmup_examples: {input name: [strings]}, from the training data
   start_text: the character every text is read after (decoders)
 """
 
@@ -23,7 +26,6 @@ from zoo.tokenizers import characters
 from zoo.tokenizers.sentencepiece import SentencePieceTokenizer
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
-FAMILIES = ("encoder", "decoder", "seq2seq")
 
 
 def vocabulary_path(model_config, model_dir):
@@ -31,48 +33,67 @@ def vocabulary_path(model_config, model_dir):
   return path if os.path.isabs(path) else os.path.join(model_dir, path)
 
 
+def _encoder_model(model_config):
+  if model_config.get("head") == "masked_lm":  # pretraining
+    return build_masked_lm(model_config["architecture"])
+  return build_text_classifier(model_config["architecture"],
+                               num_classes=len(model_config["labels"]))
+
+
+def _decoder_model(model_config):
+  return build_causal_lm(model_config["architecture"],  # never generated:
+                         suppressed_ids=(characters.PAD_ID, characters.UNK_ID))
+
+
+def _wordpiece(model_config, path, length):
+  return WordPieceTokenizer(path, sequence_length=length, name="tokenizer")
+
+
+def _characters(model_config, path, length):
+  return characters.CharacterTokenizer(
+      path, sequence_length=length,
+      start_text=model_config.get("start_text", "\n"), name="tokenizer")
+
+
+def _sentencepiece(model_config, path, length):
+  return SentencePieceTokenizer(path, sequence_length=length, name="tokenizer")
+
+
+# The family registry: family -> (default tokenizer, model builder, the
+# names of its model inputs).
+FAMILIES = {
+    "encoder": ("wordpiece", _encoder_model, ("token_ids",)),
+    "decoder": ("characters", _decoder_model, ("token_ids",)),
+    "seq2seq": ("sentencepiece", lambda c: build_translator(c["architecture"]),
+                ("source_ids", "target_ids")),
+}
+TOKENIZERS = {"wordpiece": _wordpiece, "characters": _characters,
+              "sentencepiece": _sentencepiece}
+
+
+def _family(model_config):
+  family = model_config["family"]
+  if family not in FAMILIES:
+    raise ValueError(f"Unknown model family {family!r}; known: "
+                     f"{sorted(FAMILIES)}")
+  return FAMILIES[family]
+
+
 def build_tokenizer(model_config, model_dir):
   """The in-graph tokenizer layer of the model described by model_config."""
-  family = model_config["family"]
-  if family == "encoder":
-    return WordPieceTokenizer(
-        vocabulary_path(model_config, model_dir),
-        sequence_length=model_config["architecture"]["sequence_length"],
-        name="tokenizer")
-  if family == "decoder":
-    return characters.CharacterTokenizer(
-        vocabulary_path(model_config, model_dir),
-        sequence_length=model_config["architecture"]["sequence_length"],
-        start_text=model_config.get("start_text", "\n"), name="tokenizer")
-  if family == "seq2seq":
-    return SentencePieceTokenizer(
-        vocabulary_path(model_config, model_dir),
-        sequence_length=model_config["architecture"]["sequence_length"],
-        name="tokenizer")
-  raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
+  kind = model_config.get("tokenizer") or _family(model_config)[0]
+  return TOKENIZERS[kind](model_config, vocabulary_path(model_config, model_dir),
+                          model_config["architecture"]["sequence_length"])
 
 
 def build_model(model_config):
   """The (unbuilt) Keras model described by model_config."""
-  family = model_config["family"]
-  if family == "encoder" and model_config.get("head") == "masked_lm":
-    return build_masked_lm(model_config["architecture"])
-  if family == "encoder":
-    return build_text_classifier(model_config["architecture"],
-                                 num_classes=len(model_config["labels"]))
-  if family == "decoder":  # padding and unknown are never generated
-    return build_causal_lm(model_config["architecture"],
-                           suppressed_ids=(characters.PAD_ID,
-                                           characters.UNK_ID))
-  if family == "seq2seq":
-    return build_translator(model_config["architecture"])
-  raise ValueError(f"Unknown model family {family!r}; known: {FAMILIES}")
+  return _family(model_config)[1](model_config)
 
 
 def dummy_inputs(model_config):
   """Zero inputs of the model's shape (a call with them creates the variables)."""
   import tensorflow as tf
   ids = tf.zeros([1, model_config["architecture"]["sequence_length"]], tf.int32)
-  if model_config["family"] == "seq2seq":
-    return {"source_ids": ids, "target_ids": ids}
-  return ids
+  names = _family(model_config)[2]
+  return ids if len(names) == 1 else {name: ids for name in names}

@@ -92,7 +92,7 @@ def test_version_layout_and_model_card(exported_lm):
     assert f.read().splitlines()[:2] == ["-1", "-2"]
   with open(os.path.join(exported_lm, "assets.extra", "model_card.json")) as f:
     card = json.load(f)
-  assert card["family"] == "decoder" and card["task"] == "shakespeare"
+  assert card["family"] == "decoder" and card["task"] == "language_model"
   assert card["preset"] == "tiny" and card["labels"] is None
   assert card["architecture"]["sequence_length"] == 32
   assert card["limits"]["context"] == 32
@@ -285,7 +285,7 @@ def test_warmup_file_has_one_record_a_signature_and_every_record_runs(
   assert sorted(names) == sorted(SIGNATURES)
   for log in logs:
     request = log.predict_log.request
-    assert request.model_spec.name == "shakespeare"
+    assert request.model_spec.name == "language_model"
     feeds = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
     _, out = run_tf1_session(exported_lm, request.model_spec.signature_name,
                              feeds)

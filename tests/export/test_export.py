@@ -271,7 +271,7 @@ def test_warmup_file_parses_and_every_record_runs(exported_model):
 def test_model_card(exported_model):
   with open(os.path.join(exported_model, "assets.extra", "model_card.json")) as f:
     card = json.load(f)
-  assert card["family"] == "encoder" and card["task"] == "sst2"
+  assert card["family"] == "encoder" and card["task"] == "text_classification"
   assert card["preset"] == "tiny" and card["labels"] == ["negative", "positive"]
   assert card["vocabulary_size"] > 5
   assert card["parameters"] > card["vocabulary_size"] * 32

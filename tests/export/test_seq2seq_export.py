@@ -79,7 +79,7 @@ def test_version_layout_and_model_card(exported_mt):
     assert os.path.exists(os.path.join(exported_mt, name)), name
   with open(os.path.join(exported_mt, "assets.extra", "model_card.json")) as f:
     card = json.load(f)
-  assert card["family"] == "seq2seq" and card["task"] == "multi30k_de_en"
+  assert card["family"] == "seq2seq" and card["task"] == "translation"
   assert card["preset"] == "tiny" and card["labels"] is None
   assert card["architecture"]["sequence_length"] == 32
   assert card["checkpoint"].startswith("best" + os.sep)
@@ -288,7 +288,7 @@ def test_warmup_file_has_one_record_a_signature_and_every_record_runs(
   assert sorted(names) == sorted(SIGNATURES)
   for log in logs:
     request_proto = log.predict_log.request
-    assert request_proto.model_spec.name == "multi30k_de_en"
+    assert request_proto.model_spec.name == "translation"
     feeds = {k: tf.make_ndarray(v) for k, v in request_proto.inputs.items()}
     _, out = run_tf1_session(exported_mt,
                              request_proto.model_spec.signature_name, feeds)

@@ -7,7 +7,7 @@ from zoo.presets import get_preset
 
 
 def test_config_json_round_trip(tmp_path):
-  config = TrainConfig(task="sst2", preset="tiny", model_dir="x",
+  config = TrainConfig(task="text_classification", preset="tiny", model_dir="x",
                        jit_compile=True, learning_rate=3e-4)
   write_json(str(tmp_path / "c.json"), config.to_dict())
   assert TrainConfig.from_dict(read_json(str(tmp_path / "c.json"))) == config

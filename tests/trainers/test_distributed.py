@@ -25,11 +25,11 @@ from tests.conftest import REPO_ROOT, python_env, seed_model_dir
 
 STEPS = 30
 FAMILIES = {
-    "encoder": ("sst2_subset", dict(task="sst2", batch_size=32,
+    "encoder": ("sst2_subset", dict(task="text_classification", batch_size=32,
                                     learning_rate=2e-3)),
-    "decoder": ("shakespeare_subset", dict(task="shakespeare", batch_size=16,
+    "decoder": ("shakespeare_subset", dict(task="language_model", batch_size=16,
                                            learning_rate=3e-3)),
-    "seq2seq": ("multi30k_subset", dict(task="multi30k_de_en", batch_size=32,
+    "seq2seq": ("multi30k_subset", dict(task="translation", batch_size=32,
                                         learning_rate=3e-3,
                                         lr_schedule="inverse_sqrt")),
 }

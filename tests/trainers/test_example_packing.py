@@ -129,8 +129,8 @@ def test_a_batch_holds_about_batch_size_examples(tmp_path, sst2_subset,
 
 
 def test_packed_loss_is_the_mean_over_the_examples_alone():
-  task = get_task(TrainConfig(task="sst2", pack_examples=True))
-  plain = get_task(TrainConfig(task="sst2"))
+  task = get_task(TrainConfig(task="text_classification", pack_examples=True))
+  plain = get_task(TrainConfig(task="text_classification"))
   labels = tf.constant([[1, 0, -1], [0, -1, -1]], tf.int64)  # [R, S]
   logits = tf.constant([[[0.0, 2.0], [1.0, -1.0], [5.0, -5.0]],
                         [[0.3, 0.1], [9.0, 9.0], [9.0, -9.0]]])  # [R, S, C]
@@ -157,7 +157,7 @@ def test_trains_end_to_end_packed(tmp_path, sst2_subset, trained_model_dir):
   assert results["best"]["examples"] == 200  # dev is scored unpacked
 
 
-@pytest.mark.parametrize("task", ["shakespeare", "sst2_mlm", "multi30k_de_en"])
+@pytest.mark.parametrize("task", ["language_model", "masked_lm", "translation"])
 def test_other_tasks_refuse_it(task):
   with pytest.raises(UserError, match="pack_examples"):
     get_task(TrainConfig(task=task, pack_examples=True))
@@ -165,7 +165,7 @@ def test_other_tasks_refuse_it(task):
 
 def test_rdrop_and_packing_are_refused_together():
   with pytest.raises(UserError, match="pack_examples and --consistency"):
-    get_task(TrainConfig(task="sst2", pack_examples=True,
+    get_task(TrainConfig(task="text_classification", pack_examples=True,
                          consistency_weight=1.0))
 
 

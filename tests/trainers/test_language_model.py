@@ -18,7 +18,7 @@ from zoo import model_config as zoo_model_config
 
 @pytest.fixture(scope="module")
 def task(shakespeare_subset):
-  return get_task(TrainConfig(task="shakespeare", preset="tiny",
+  return get_task(TrainConfig(task="language_model", preset="tiny",
                               data_dir=shakespeare_subset))
 
 
@@ -117,7 +117,7 @@ def test_trained_model_dir_layout_and_config(trained_lm_dir, lm_config):
   assert {"config.json", "vocab.txt", "checkpoints", "best",
           "results.json"} <= files
   model = lm_config["model"]
-  assert model["family"] == "decoder" and model["task"] == "shakespeare"
+  assert model["family"] == "decoder" and model["task"] == "language_model"
   assert model["start_text"] == "\n"
   with open(os.path.join(trained_lm_dir, "vocab.txt")) as f:
     lines = f.read().splitlines()

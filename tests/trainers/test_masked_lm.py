@@ -17,7 +17,7 @@ def test_pretrain_then_fine_tune_starts_from_the_pretrained_backbone(
 
   pretrain_dir = tmp_path / "mlm"
   results = train_and_evaluate(tiny_config(pretrain_dir, sst2_subset,
-                                           task="sst2_mlm", train_steps=12))
+                                           task="masked_lm", train_steps=12))
   assert results["steps"] == 12
   assert 0.0 <= results["final"]["accuracy"] <= 1.0
   assert results["final"]["masked_tokens"] > 0

@@ -40,7 +40,7 @@ def tokenizer(trained_mt_dir, mt_config):
 
 @pytest.fixture(scope="module")
 def task(multi30k_subset):
-  return get_task(TrainConfig(task="multi30k_de_en", preset="tiny",
+  return get_task(TrainConfig(task="translation", preset="tiny",
                               data_dir=multi30k_subset))
 
 
@@ -100,12 +100,12 @@ def test_task_splits_name_the_files(task, multi30k_subset):
   with pytest.raises(UserError, match="unknown split 'dev'"):
     task.split_paths("dev")
   # The bundled files are gzip; every split is parallel.
-  bundled = get_task(TrainConfig(task="multi30k_de_en"))
+  bundled = get_task(TrainConfig(task="translation"))
   for split in ("validation", "test"):
     sources, targets = bundled.read_split(split)
     assert len(sources) == len(targets) > 900
   with pytest.raises(UserError, match="not supported for translation"):
-    get_task(TrainConfig(task="multi30k_de_en", init_checkpoint="x")
+    get_task(TrainConfig(task="translation", init_checkpoint="x")
              ).new_model_config("unused")
 
 
@@ -215,7 +215,7 @@ def log_softmax(logits):
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_loss_is_the_mean_per_target_token(smoothing):
-  task = get_task(TrainConfig(task="multi30k_de_en",
+  task = get_task(TrainConfig(task="translation",
                               label_smoothing=smoothing))
   vocab = 7
   logits = np.random.default_rng(0).normal(size=(3, 5, vocab))
@@ -272,7 +272,7 @@ def test_inverse_square_root_schedule():
 def test_trained_model_dir_layout_and_config(trained_mt_dir, mt_config,
                                              tokenizer):
   model = mt_config["model"]
-  assert model["family"] == "seq2seq" and model["task"] == "multi30k_de_en"
+  assert model["family"] == "seq2seq" and model["task"] == "translation"
   assert model["preset"] == "tiny"
   assert model["architecture"] == get_preset("seq2seq", "tiny")
   assert (model["source_language"], model["target_language"]) == ("de", "en")

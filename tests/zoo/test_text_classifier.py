@@ -60,7 +60,7 @@ def test_padding_content_is_invisible(model):
 
 def test_attention_head_size_is_hidden_over_heads(model):
   for block in model.backbone.blocks:
-    attention = block._self_attention_layer
+    attention = block.attention
     assert attention.num_heads == PRESET["num_heads"]
     assert attention.key_dim == PRESET["hidden_dim"] // PRESET["num_heads"]
   assert len(model.backbone.blocks) == PRESET["num_layers"]

@@ -1,0 +1,282 @@
+"""The user's data files: naming them, reading them row by row, and checking them.
+
+A file list is a comma-separated list of paths and globs (`data/train-*.jsonl.gz`),
+expanded here, in order, each glob sorted. A file's format comes from its
+name, after an optional `.gz`:
+  .tsv    a header line naming the columns, then one row a line, fields
+          split on tabs (no quoting: GLUE's convention)
+  .csv    RFC 4180: a header row, commas, "double quotes" around fields that
+          hold commas, quotes ("" inside) or line breaks
+  .jsonl  one JSON object a line; a column is a key
+  .txt    one text a line (the column is the whole line)
+Rows are streamed, never read whole into memory. Every problem raises a
+UserError naming the file, the line and the fix; a reader made with
+skip_bad_rows=True skips the bad rows instead and counts them (BadRows), so
+that a run can log and record how many it dropped. Blank lines are not rows.
+"""
+
+import csv
+import dataclasses
+import glob
+import gzip
+import json
+import os
+
+import tensorflow as tf
+
+from trainers.errors import UserError
+
+FORMATS = ("tsv", "csv", "jsonl", "txt")
+TEXT_COLUMN = "text"  # the one column of a .txt file
+
+
+def file_format(path):
+  """'tsv', 'csv', 'jsonl' or 'txt' from the name (after an optional .gz)."""
+  name = path[:-3] if path.endswith(".gz") else path
+  extension = os.path.splitext(name)[1].lstrip(".").lower()
+  if extension not in FORMATS:
+    raise UserError(f"{path}: unknown file type {extension!r}; name the file "
+                    f".tsv, .csv, .jsonl or .txt (optionally .gz)")
+  return extension
+
+
+def expand_files(spec, flag):
+  """'a.tsv,dir/*.csv' -> [paths]; UserError (naming `flag`) if a path does
+  not exist, a glob matches nothing, or the list is empty."""
+  paths = []
+  for item in (part.strip() for part in spec.split(",")):
+    if not item:
+      continue
+    if glob.has_magic(item):
+      matches = sorted(tf.io.gfile.glob(item))
+      matches = [m for m in matches if not tf.io.gfile.isdir(m)]
+      if not matches:
+        raise UserError(f"--{flag}: the pattern {item!r} matches no file")
+      paths.extend(matches)
+    elif not tf.io.gfile.exists(item):
+      raise UserError(f"--{flag}: {item}: file not found")
+    else:
+      paths.append(item)
+  if not paths:
+    raise UserError(f"--{flag} names no file")
+  for path in paths:
+    file_format(path)  # an unknown type is an error before any reading
+  return paths
+
+
+class BadRows:
+  """Counts the rows a skip_bad_rows reader dropped, and remembers the first
+  few reasons (for the log)."""
+
+  def __init__(self):
+    self.count = 0
+    self.examples = []
+
+  def add(self, message):
+    self.count += 1
+    if len(self.examples) < 5:
+      self.examples.append(message)
+
+
+@dataclasses.dataclass
+class Row:
+  path: str  # the file the row came from
+  line: int  # the line it starts on (1-based)
+  values: dict  # column name -> str
+
+
+def _decoded_lines(path):
+  """(line number, str line with its newline) of a UTF-8 file, gzip or not;
+  a line that is not UTF-8 gives (line number, UnicodeDecodeError)."""
+  with tf.io.gfile.GFile(path, "rb") as raw:
+    stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+    try:
+      for number, line in enumerate(stream, start=1):
+        try:
+          text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+          yield number, e
+          continue
+        if number == 1:
+          text = text.lstrip("\ufeff")  # a byte-order mark is not data
+        yield number, text
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+      raise UserError(f"{path}: cannot read the file ({e})")
+
+
+def _not_utf8(path, number, error):
+  return (f"{path}:{number}: not valid UTF-8 (byte {error.start} of the line: "
+          f"{error.reason}); save the file as UTF-8")
+
+
+class RowReader:
+  """Reads `columns` from every row of a list of files.
+
+  columns: the names a row must have (header columns of TSV/CSV, keys of
+  JSONL; a .txt file has one column, `text`, which `text_column` renames).
+  Values are str: JSONL numbers and booleans are written back as JSON.
+  """
+
+  def __init__(self, paths, columns, skip_bad_rows=False, text_column=None):
+    self.paths = list(paths)
+    self.columns = tuple(columns)
+    self.skip_bad_rows = skip_bad_rows
+    self.text_column = text_column
+    self.bad_rows = BadRows()
+
+  def bad(self, message):
+    """Raises UserError(message), or counts the row under skip_bad_rows."""
+    if not self.skip_bad_rows:
+      raise UserError(message + " (or pass --skip_bad_rows to skip such rows)")
+    self.bad_rows.add(message)
+
+  def rows(self):
+    """Yields Row for every good row of every file, in order."""
+    for path in self.paths:
+      count = 0
+      kind = file_format(path)
+      reader = {"tsv": self._tsv_rows, "csv": self._csv_rows,
+                "jsonl": self._jsonl_rows, "txt": self._txt_rows}[kind]
+      for row in reader(path):
+        count += 1
+        yield row
+      if count == 0 and not self.bad_rows.count:
+        raise UserError(f"{path}: no rows (the file is empty or has only a "
+                        "header); remove it from the file list")
+
+  def _check_header(self, path, header):
+    missing = [c for c in self.columns if c not in header]
+    if missing:
+      raise UserError(
+          f"{path}:1: no column {missing[0]!r}; the header has "
+          f"{list(header)}. Name the right column with the --*_column flags "
+          f"(the first line of a .{file_format(path)} file is its header)")
+    return [header.index(c) for c in self.columns]
+
+  def _tsv_rows(self, path):
+    indices = None
+    for number, line in _decoded_lines(path):
+      if isinstance(line, UnicodeDecodeError):
+        if indices is None:
+          raise UserError(_not_utf8(path, number, line))
+        self.bad(_not_utf8(path, number, line))
+        continue
+      line = line.rstrip("\r\n")
+      if indices is None:
+        indices = self._check_header(path, [c.strip() for c in line.split("\t")])
+        width = len(line.split("\t"))
+        continue
+      if not line.strip():
+        continue
+      fields = line.split("\t")
+      if len(fields) != width:
+        self.bad(f"{path}:{number}: {len(fields)} tab-separated fields, the "
+                 f"header has {width}; a text may not contain a tab")
+        continue
+      yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
+                                                             indices)})
+
+  def _csv_rows(self, path):
+    lines = _decoded_lines(path)
+    state = {"line": 0}
+
+    def text_lines():
+      for number, line in lines:
+        state["line"] = number
+        if isinstance(line, UnicodeDecodeError):
+          raise UserError(_not_utf8(path, number, line) +
+                          " (a CSV row with bad bytes cannot be skipped)")
+        yield line
+
+    reader = csv.reader(text_lines(), strict=True)
+    indices = width = None
+    start = 1
+    while True:
+      try:
+        fields = next(reader)
+      except StopIteration:
+        return
+      except csv.Error as e:
+        raise UserError(
+            f"{path}:{start}: broken CSV ({e}); a field with commas, quotes "
+            "or line breaks must be in double quotes, with \"\" for a quote "
+            "inside it. This is not a row that can be skipped")
+      number, start = start, state["line"] + 1
+      if indices is None:
+        indices = self._check_header(path, [c.strip() for c in fields])
+        width = len(fields)
+        continue
+      if not fields or (len(fields) == 1 and not fields[0].strip()):
+        continue
+      if len(fields) != width:
+        self.bad(f"{path}:{number}: {len(fields)} fields, the header has "
+                 f"{width}; quote fields that contain commas")
+        continue
+      yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
+                                                             indices)})
+
+  def _jsonl_rows(self, path):
+    for number, line in _decoded_lines(path):
+      if isinstance(line, UnicodeDecodeError):
+        self.bad(_not_utf8(path, number, line))
+        continue
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        self.bad(f"{path}:{number}: not a JSON object ({e.msg} at column "
+                 f"{e.colno}); write one object a line")
+        continue
+      if not isinstance(record, dict):
+        self.bad(f"{path}:{number}: a JSON {type(record).__name__}, not an "
+                 "object; write one {\"key\": value} object a line")
+        continue
+      missing = [c for c in self.columns if c not in record]
+      if missing:
+        self.bad(f"{path}:{number}: no key {missing[0]!r}; the object has "
+                 f"{sorted(record)}")
+        continue
+      values = {}
+      for column in self.columns:
+        value = record[column]
+        if isinstance(value, (dict, list)) or value is None:
+          break
+        values[column] = value if isinstance(value, str) else json.dumps(value)
+      if len(values) != len(self.columns):
+        self.bad(f"{path}:{number}: key {column!r} holds "
+                 f"{json.dumps(value)[:40]}, not a string or number")
+        continue
+      yield Row(path, number, values)
+
+  def _txt_rows(self, path):
+    column = self.text_column or TEXT_COLUMN
+    if any(c != column for c in self.columns):
+      raise UserError(f"{path}: a .txt file holds only text, one a line; "
+                      f"this task needs the columns {list(self.columns)}: "
+                      "use a .tsv, .csv or .jsonl file")
+    for number, line in _decoded_lines(path):
+      if isinstance(line, UnicodeDecodeError):
+        self.bad(_not_utf8(path, number, line))
+        continue
+      line = line.rstrip("\r\n")
+      if line.strip():
+        yield Row(path, number, {column: line})
+
+
+def read_text_chunks(paths):
+  """Yields (path, line number, str) for every line of every file, newline
+  kept: the raw text of a language-model corpus, streamed. Only invalid
+  UTF-8 is an error here (it cannot be skipped: it would tear the text)."""
+  for path in paths:
+    if file_format(path) != "txt":
+      raise UserError(f"{path}: a language model reads plain text; name the "
+                      "file .txt (optionally .gz)")
+    empty = True
+    for number, line in _decoded_lines(path):
+      if isinstance(line, UnicodeDecodeError):
+        raise UserError(_not_utf8(path, number, line))
+      empty = empty and not line.strip()
+      yield path, number, line
+    if empty:
+      raise UserError(f"{path}: the file is empty; remove it from the list")
