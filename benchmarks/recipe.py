@@ -8,7 +8,8 @@ Runs `python -m trainers.train --flagfile=<recipe>` in a fresh model_dir
 (wall-clock timed, including vocabulary learning) with --export_dir, then
 evaluates through the exported SavedModel (what a server returns): SST-2 dev
 accuracy via serving_default, tiny-shakespeare validation loss via `score`,
-Multi30k test_2016_flickr sacreBLEU/chrF via `translate`. Writes
+Multi30k test_2016_flickr sacreBLEU/chrF via `translate`
+(EVALUATE_FLAGS). Writes
 benchmarks/results/<recipe>.json with the date, machine and git commit.
 --model_dir reuses a finished run of the same recipe instead of training
 (the JSON then has no wall-clock figure, only the training loop's own).
@@ -38,16 +39,23 @@ flags.DEFINE_string("model_dir", "", "A finished run of this recipe to "
 flags.DEFINE_integer("seed", None, "Train with this --seed instead of the "
                      "recipe's; the JSON is then <recipe>_seed<N>.json.")
 
-# task -> (evaluate flags, the metrics kept in the JSON)
-EVALUATIONS = {
-    "sst2": ([], ("examples", "accuracy", "accuracy_ci95", "precision",
-                  "recall", "f1", "confusion_matrix")),
-    "shakespeare": ([], ("characters", "loss", "loss_ci95", "perplexity",
-                         "bits_per_character")),
-    "multi30k_de_en": (["--split=test", "--beam_size=4", "--length_penalty=0.6"],
-                       ("sentences", "bleu", "bleu_ci95", "bleu_signature",
-                        "chrf", "chrf_signature", "beam_size",
-                        "length_penalty", "examples")),
+# task -> the metrics kept in the JSON
+KEPT_METRICS = {
+    "text_classification": ("examples", "accuracy", "accuracy_ci95",
+                            "precision", "recall", "f1", "confusion_matrix"),
+    "language_model": ("characters", "loss", "loss_ci95", "perplexity",
+                       "bits_per_character"),
+    "translation": ("sentences", "bleu", "bleu_ci95", "bleu_signature", "chrf",
+                    "chrf_signature", "beam_size", "length_penalty",
+                    "examples"),
+}
+# recipe -> trainers.evaluate flags (the results row's data and settings;
+# default: the recipe's own dev data)
+EVALUATE_FLAGS = {
+    "multi30k_small": [
+        "--eval_source_files=data/multi30k/test_2016_flickr.de.gz",
+        "--eval_target_files=data/multi30k/test_2016_flickr.en.gz",
+        "--beam_size=4", "--length_penalty=0.6"],
 }
 FLAGS = flags.FLAGS
 
@@ -75,6 +83,7 @@ def main(argv):
   recipe = FLAGS.flagfile_recipe
   task = recipe_task(recipe)
   name = os.path.splitext(os.path.basename(recipe))[0]
+  evaluate_flags = EVALUATE_FLAGS.get(name, [])
   work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix=f"{name}_")
   model_dir = FLAGS.model_dir or os.path.join(work_dir, "model")
   export_base = os.path.join(work_dir, "export")
@@ -100,9 +109,8 @@ def main(argv):
     train_results = json.load(f)
   export_path = train_results.get("export") or export_path
   dev_json = os.path.join(work_dir, "dev.json")
-  evaluate_flags, kept = EVALUATIONS[task]
-  run([python, "-m", "trainers.evaluate", f"--task={task}",
-       f"--saved_model={export_path}", f"--output_json={dev_json}",
+  kept = KEPT_METRICS[task]
+  run([python, "-m", "trainers.evaluate", f"--saved_model={export_path}", f"--output_json={dev_json}",
        *evaluate_flags])
   with open(dev_json) as f:
     dev = json.load(f)
@@ -116,7 +124,7 @@ def main(argv):
       "commands": [
           " ".join([f"python -m trainers.train --flagfile={recipe}",
                     "--model_dir=DIR --export_dir=EXPORT", *seed_flags]),
-          f"python -m trainers.evaluate --task={task} "
+          f"python -m trainers.evaluate "
           f"--saved_model=EXPORT/<version> {' '.join(evaluate_flags)}".strip()],
       "train_wall_seconds": wall_seconds,
       "train_loop_seconds": train_results["train_seconds"],

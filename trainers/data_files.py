@@ -40,9 +40,10 @@ def file_format(path):
   return extension
 
 
-def expand_files(spec, flag):
+def expand_files(spec, flag, plain_text=False):
   """'a.tsv,dir/*.csv' -> [paths]; UserError (naming `flag`) if a path does
-  not exist, a glob matches nothing, or the list is empty."""
+  not exist, a glob matches nothing, or the list is empty. plain_text: the
+  files are text whatever their name (line-aligned `train.de`, `train.en.gz`)."""
   paths = []
   for item in (part.strip() for part in spec.split(",")):
     if not item:
@@ -59,7 +60,7 @@ def expand_files(spec, flag):
       paths.append(item)
   if not paths:
     raise UserError(f"--{flag} names no file")
-  for path in paths:
+  for path in paths if not plain_text else ():
     file_format(path)  # an unknown type is an error before any reading
   return paths
 
@@ -264,14 +265,19 @@ class RowReader:
         yield Row(path, number, {column: line})
 
 
-def read_text_chunks(paths):
-  """Yields (path, line number, str) for every line of every file, newline
-  kept: the raw text of a language-model corpus, streamed. Only invalid
-  UTF-8 is an error here (it cannot be skipped: it would tear the text)."""
+def read_text_chunks(paths, text_column=TEXT_COLUMN, skip_bad_rows=False,
+                     plain_text=False):
+  """Yields (path, line number, str) pieces of the raw text of a corpus,
+  streamed: every line of a .txt file, newline kept; for .tsv/.csv/.jsonl
+  files, the `text_column` of each row followed by a newline (plain_text:
+  every file is read as .txt). Invalid UTF-8 in a text file is an error
+  (skipping it would tear the text)."""
   for path in paths:
-    if file_format(path) != "txt":
-      raise UserError(f"{path}: a language model reads plain text; name the "
-                      "file .txt (optionally .gz)")
+    if not plain_text and file_format(path) != "txt":
+      reader = RowReader([path], [text_column], skip_bad_rows)
+      for row in reader.rows():
+        yield path, row.line, row.values[text_column] + "\n"
+      continue
     empty = True
     for number, line in _decoded_lines(path):
       if isinstance(line, UnicodeDecodeError):

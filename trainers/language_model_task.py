@@ -1,6 +1,7 @@
 """`--task=language_model`: a causal LM on the user's plain text.
 
-The text is every line of `--train_files` (.txt, optionally .gz), in order.
+The text is every line of `--train_files` (.txt, optionally .gz), in order,
+or the `--text_column` of each row of .tsv/.csv/.jsonl files, one a line.
 Dev text is `--eval_files`, or else the last 10% of the training text (split
 by position, so no dev text leaks into training). The primary metric is the
 dev loss in nats per token (lower is better); evaluation also reports
@@ -46,6 +47,9 @@ class LanguageModelTask(Task):
                       f"language_model; choose one of {list(TOKENIZERS)}")
     self._train_characters = None
 
+  def _columns(self):
+    return self.config.text_column, self.config.skip_bad_rows
+
   def train_paths(self):
     if not self.config.train_files:
       raise UserError("--train_files is required: the text to train on "
@@ -57,7 +61,7 @@ class LanguageModelTask(Task):
     all of the text with --eval_files, else all but the last 10%."""
     if self._train_characters is None:
       total = sum(len(line) for _, _, line in read_text_chunks(
-          self.train_paths()))
+          self.train_paths(), *self._columns()))
       self._train_characters = (total if self.config.eval_files else
                                 int(total * (1 - data.VALIDATION_FRACTION)))
       if self._train_characters < 100:
@@ -70,7 +74,8 @@ class LanguageModelTask(Task):
     """Streams the training text (train=True) or the held-out tail, as str
     pieces in order (lines, and the line the boundary cuts in two)."""
     boundary, seen = self._boundary(), 0
-    for _, _, line in read_text_chunks(self.train_paths()):
+    for _, _, line in read_text_chunks(self.train_paths(),
+                                       *self._columns()):
       cut = min(max(boundary - seen, 0), len(line))
       seen += len(line)
       piece = line[:cut] if train else line[cut:]
@@ -109,12 +114,6 @@ class LanguageModelTask(Task):
             "tokenizer": "characters",
             "warmup_examples": {"prompt": prompts}}
 
-  def build_model(self, model_config):
-    model = zoo_model_config.build_model(model_config)
-    length = model_config["architecture"]["sequence_length"]
-    model(tf.zeros([1, length], tf.int32))  # create the variables
-    return model
-
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
     del num_replicas  # batches of examples split evenly without help
@@ -131,7 +130,8 @@ class LanguageModelTask(Task):
   def eval_text(self):
     if self.config.eval_files:
       return "".join(line for _, _, line in read_text_chunks(
-          expand_files(self.config.eval_files, "eval_files")))
+          expand_files(self.config.eval_files, "eval_files"),
+          *self._columns()))
     return "".join(self._pieces(train=False))
 
   def describe_eval_data(self):

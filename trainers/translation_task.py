@@ -71,8 +71,8 @@ class TranslationTask(Task):
           f"--{split}_source_files and --{split}_target_files are required "
           f"(line-aligned text), or --{split}_files with --source_column and "
           "--target_column")
-    sources = expand_files(source, f"{split}_source_files")
-    targets = expand_files(target, f"{split}_target_files")
+    sources = expand_files(source, f"{split}_source_files", plain_text=True)
+    targets = expand_files(target, f"{split}_target_files", plain_text=True)
     if len(sources) != len(targets):
       raise UserError(f"--{split}_source_files names {len(sources)} files but "
                       f"--{split}_target_files names {len(targets)}; they "
@@ -94,8 +94,8 @@ class TranslationTask(Task):
     self._skipped += 1
 
   def _aligned_pairs(self, source_path, target_path):
-    sources = read_text_chunks([source_path])
-    targets = read_text_chunks([target_path])
+    sources = read_text_chunks([source_path], plain_text=True)
+    targets = read_text_chunks([target_path], plain_text=True)
     for source, target in itertools.zip_longest(sources, targets):
       if source is None or target is None:
         longer, (path, number, _) = ((target_path, target) if source is None
@@ -173,11 +173,6 @@ class TranslationTask(Task):
             "source_language": self.config.source_language,
             "target_language": self.config.target_language,
             "warmup_examples": {"source": sources[:WARMUP_EXAMPLES]}}
-
-  def build_model(self, model_config):
-    model = zoo_model_config.build_model(model_config)
-    model(zoo_model_config.dummy_inputs(model_config))  # create the variables
-    return model
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1):
