@@ -32,10 +32,11 @@ def worst_case_offsets(gradient, segment_ids, epsilon):
 
 def segments_of(features):
   """int32[B, T] segment ids of a batch: packed rows carry them; a plain row
-  is one example (1) and its padding (0)."""
-  if isinstance(features, dict):
+  is one example (1) and its padding (0), a sentence pair too."""
+  if isinstance(features, dict) and "segment_ids" in features:
     return tf.cast(features["segment_ids"], tf.int32)
-  return tf.cast(tf.not_equal(features, PAD_ID), tf.int32)
+  ids = features["token_ids"] if isinstance(features, dict) else features
+  return tf.cast(tf.not_equal(ids, PAD_ID), tf.int32)
 
 
 def clean_and_adversarial_losses(model, features, loss_of, epsilon,

@@ -10,6 +10,23 @@ import tensorflow as tf
 
 from zoo.tokenizers.wordpiece import longest_row, row_lengths
 
+def tokenize_examples(tokenizer):
+  """Batched (text, label) or (text, pair, label) strings -> (features,
+  labels): features are ids int32[B, L], or for sentence pairs
+  {"token_ids", "type_ids"} int32[B, L] (WordPieceTokenizer.pair)."""
+  def tokenize(*example):
+    if len(example) == 3:
+      ids, types = tokenizer.pair(example[0], example[1])
+      return {"token_ids": ids, "type_ids": types}, example[2]
+    return tokenizer(example[0]), example[1]
+  return tokenize
+
+
+def token_ids(features):
+  """The token ids of plain or pair features."""
+  return features["token_ids"] if isinstance(features, dict) else features
+
+
 def bucket_widths(sequence_length, step=16):
   """Padded widths a batch may have: multiples of `step` up to sequence_length."""
   widths = list(range(step, sequence_length, step))
@@ -23,6 +40,15 @@ def trim_to_bucket(ids, widths):
   widths = tf.constant(widths, tf.int32)
   width = tf.gather(widths, tf.argmax(tf.cast(widths >= longest, tf.int32)))
   return ids[:, :width]
+
+
+def trim_features(features, widths):
+  """trim_to_bucket for plain or pair features (both cut to one width)."""
+  if not isinstance(features, dict):
+    return trim_to_bucket(features, widths)
+  ids = trim_to_bucket(features["token_ids"], widths)
+  return {"token_ids": ids,
+          "type_ids": features["type_ids"][:, :tf.shape(ids)[1]]}
 
 
 def train_dataset(examples, shuffle_buffer, tokenizer, global_batch_size, seed,
@@ -41,21 +67,27 @@ def train_dataset(examples, shuffle_buffer, tokenizer, global_batch_size, seed,
   ds = examples.shuffle(shuffle_buffer, seed=seed,
                         reshuffle_each_iteration=True)
   ds = ds.repeat()
-  ds = ds.batch(1024).map(lambda s, y: (tokenizer(s), y)).unbatch()
+  ds = ds.batch(1024).map(tokenize_examples(tokenizer)).unbatch()
   ds = ds.bucket_by_sequence_length(
-      lambda ids, y: row_lengths(ids),
+      lambda features, y: row_lengths(token_ids(features)),
       bucket_boundaries=[w + 1 for w in widths[:-1]],
       bucket_batch_sizes=[global_batch_size] * len(widths),
       drop_remainder=True)
   ds = ds.skip(skip_batches)
-  ds = ds.map(lambda ids, y: (trim_to_bucket(ids, widths), y))
+  ds = ds.map(lambda features, y: (trim_features(features, widths), y))
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(examples, tokenizer, batch_size):
-  """One pass, in file order: (ids int32[B, W], labels int64[B])."""
+  """One pass, in file order: (features, labels int64[B]), features as in
+  tokenize_examples, cut to a bucket width."""
   widths = bucket_widths(tokenizer.sequence_length)
-  ds = examples.batch(batch_size)
-  ds = ds.map(lambda s, y: (trim_to_bucket(tokenizer(s), widths), y),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  tokenize = tokenize_examples(tokenizer)
+
+  def batch(*example):
+    features, labels = tokenize(*example)
+    return trim_features(features, widths), labels
+
+  ds = examples.batch(batch_size).map(batch,
+                                      num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

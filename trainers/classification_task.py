@@ -68,6 +68,9 @@ class TextClassificationTask(Task):
                       "least two labels")
     if len(set(self._given_labels)) != len(self._given_labels):
       raise UserError(f"--labels={config.labels} repeats a label")
+    if config.text_pair_column and config.pack_examples:
+      raise UserError("--pack_examples packs single texts; it does not take "
+                      "--text_pair_column")
 
   # --- reading ------------------------------------------------------------
 
@@ -200,6 +203,8 @@ class TextClassificationTask(Task):
                                        self.config.model_overrides)
     if self.config.vocabulary_size:
       architecture["vocabulary_size"] = self.config.vocabulary_size
+    if self.config.text_pair_column:
+      architecture["num_token_types"] = 2  # the first text and the second
     vocabulary_path = os.path.join(model_dir, VOCABULARY_FILE)
     if self.config.init_checkpoint:
       pretrained = pretrained_model_config(self.config.init_checkpoint)

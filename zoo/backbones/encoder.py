@@ -25,7 +25,7 @@ class EncoderBackbone(keras.Model):
 
   def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
                num_heads, intermediate_dim, dropout=0.1, token_dropout=0.0,
-               conv_kernel_size=0, **kwargs):
+               conv_kernel_size=0, num_token_types=0, **kwargs):
     super().__init__(**kwargs)
     if hidden_dim % num_heads:
       raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
@@ -39,6 +39,7 @@ class EncoderBackbone(keras.Model):
     self.dropout = dropout
     self.token_dropout = token_dropout
     self.conv_kernel_size = conv_kernel_size
+    self.num_token_types = num_token_types
     self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=vocabulary_size, sequence_length=sequence_length,
         embedding_dim=hidden_dim,
@@ -48,7 +49,14 @@ class EncoderBackbone(keras.Model):
     self.token_dropout_layer = HashedDropout(
         token_dropout, noise_shape=(None, None, 1), name="token_dropout")
     self.embedding_dropout = HashedDropout(dropout, name="embedding_dropout")
-    # Attribute created only when used, so checkpoints without it still load.
+    # Sentence pairs: a learned vector per token type (0 = the first text and
+    # [CLS], 1 = the second), added to the embedded tokens, as in BERT.
+    # Attributes created only when used, so models without them are unchanged.
+    if num_token_types:
+      self.type_embedding = keras.layers.Embedding(
+          num_token_types, hidden_dim,
+          embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+          name="type_embedding")
     if conv_kernel_size:
       self.conv_block = MaskedConvBlock(conv_kernel_size, dropout=dropout,
                                         name="conv_block")
@@ -65,14 +73,16 @@ class EncoderBackbone(keras.Model):
     return [getattr(self, f"block_{i}") for i in range(self.num_layers)]
 
   def call(self, token_ids, segment_ids=None, positions=None,
-           embedding_offsets=None, training=None):
+           embedding_offsets=None, type_ids=None, training=None):
     """token_ids int[B, T] -> float[B, T, D]. For packed rows (several
     examples per row, trainers/example_packing.py) also segment_ids int[B, T]
     (1, 2, ... per example, 0 = padding) and positions int[B, T] (each
     token's position inside its example): attention and the convolution then
     stay inside each example, which gets the outputs it would get alone.
     embedding_offsets float[B, T, D], if given, is added to the embedded
-    tokens (adversarial training perturbs the input there)."""
+    tokens (adversarial training perturbs the input there). type_ids
+    int[B, T] (sentence pairs, num_token_types > 0): 0 for [CLS], the first
+    text and its [SEP], 1 for the second text and its [SEP]."""
     if segment_ids is None:
       padding_mask = ops.not_equal(token_ids, PAD_ID)  # [B, T] bool
       segments = ops.cast(padding_mask, "int32")  # [B, T]: one segment a row
@@ -85,6 +95,10 @@ class EncoderBackbone(keras.Model):
           ops.equal(segments[:, :, None], segments[:, None, :]),
           padding_mask[:, None, :])  # [B, T(query), T(key)] bool
       x = self.embedding(token_ids, positions=positions)  # [B, T, D]
+    if self.num_token_types:
+      if type_ids is None:
+        type_ids = ops.zeros_like(token_ids)
+      x = x + ops.cast(self.type_embedding(type_ids), x.dtype)  # [B, T, D]
     if embedding_offsets is not None:
       x = x + ops.cast(embedding_offsets, x.dtype)  # [B, T, D]
     x = self.token_dropout_layer(x, training=training)
@@ -105,7 +119,8 @@ class EncoderBackbone(keras.Model):
                   num_heads=self.num_heads,
                   intermediate_dim=self.intermediate_dim, dropout=self.dropout,
                   token_dropout=self.token_dropout,
-                  conv_kernel_size=self.conv_kernel_size)
+                  conv_kernel_size=self.conv_kernel_size,
+                  num_token_types=self.num_token_types)
     return config
 
 
@@ -117,4 +132,5 @@ def build_encoder_backbone(preset):
       hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
       num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
       dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
-      conv_kernel_size=preset.get("conv_kernel_size", 0), name="backbone")
+      conv_kernel_size=preset.get("conv_kernel_size", 0),
+      num_token_types=preset.get("num_token_types", 0), name="backbone")

@@ -44,9 +44,12 @@ class TextClassifier(TaskModel):
     self.head_dropout = HashedDropout(dropout, name="head_dropout")
     self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
-  def encode(self, token_ids, training=None, embedding_offsets=None):
-    """Returns pooled float[B, D], sequence float[B, T, D], mask int32[B, T]."""
+  def encode(self, token_ids, training=None, embedding_offsets=None,
+             type_ids=None):
+    """Returns pooled float[B, D], sequence float[B, T, D], mask int32[B, T].
+    type_ids int[B, T]: the token types of sentence pairs (or None)."""
     sequence = self.backbone(token_ids, embedding_offsets=embedding_offsets,
+                             type_ids=type_ids,
                              training=training)  # [B, T, D]
     mask = ops.cast(ops.not_equal(token_ids, PAD_ID), "int32")  # [B, T]
     return {"pooled": self._pool(sequence, mask), "sequence": sequence,
@@ -67,8 +70,13 @@ class TextClassifier(TaskModel):
     segment_ids, positions: int[R, L]) -> float32[R, S, C], one row of
     logits per segment s + 1 (S = zoo's MAX_SEGMENTS; empty slots give the
     head's bias alone). embedding_offsets float[B or R, T, D]: see
-    EncoderBackbone.call."""
-    if isinstance(inputs, dict):
+    EncoderBackbone.call. Sentence pairs come as a dict of token_ids and
+    type_ids int[B, T] -> float32[B, C]."""
+    if isinstance(inputs, dict) and "type_ids" in inputs:  # sentence pairs
+      pooled = self.encode(inputs["token_ids"], training=training,
+                           embedding_offsets=embedding_offsets,
+                           type_ids=inputs["type_ids"])["pooled"]
+    elif isinstance(inputs, dict):
       pooled = self._pool_segments(inputs, training,
                                    embedding_offsets)  # [R, S, D]
     else:

@@ -82,6 +82,7 @@ class WordPieceTokenizer(keras.layers.Layer):
           "somewhere in the vocabulary")
     self.vocabulary_size = len(vocabulary)
     self.cls_id = vocabulary.index(CLS)
+    self.sep_id = vocabulary.index(SEP) if SEP in vocabulary else None
     self.unk_id = vocabulary.index(UNK)
     self._bert = tf_text.BertTokenizer(
         self.vocabulary_file,
@@ -107,6 +108,23 @@ class WordPieceTokenizer(keras.layers.Layer):
     dense = ids.to_tensor(default_value=PAD_ID,
                           shape=[None, self.sequence_length])  # [B, L]
     return tf.cast(dense, tf.int32)
+
+  def pair(self, first, second):
+    """Sentence pairs, string[B] and string[B] -> (ids int32[B, L], type_ids
+    int32[B, L]): `[CLS] first [SEP] second [SEP]`, 0-padded, type 0 up to
+    the first [SEP] and 1 after it. Pairs longer than L are cut round-robin
+    (a piece off each text in turn from the end), so the shorter text keeps
+    what it can, as BERT trims."""
+    if self.sep_id is None:
+      raise ValueError(f"{self.vocabulary_file} has no {SEP} for pairs")
+    trimmer = tf_text.RoundRobinTrimmer(max_seq_length=self.sequence_length - 3)
+    pieces = trimmer.trim([self.tokenize(first), self.tokenize(second)])
+    ids, types = tf_text.combine_segments(
+        pieces, start_of_sequence_id=self.cls_id,
+        end_of_segment_id=self.sep_id)  # [B, (<=L)] each
+    shape = [None, self.sequence_length]
+    return (tf.cast(ids.to_tensor(default_value=PAD_ID, shape=shape), tf.int32),
+            tf.cast(types.to_tensor(default_value=0, shape=shape), tf.int32))
 
   def detokenize(self, ids):
     """int[B, T] -> string[B] of space-joined words (WordPiece merged)."""
