@@ -175,9 +175,15 @@ class TextClassificationTask(Task):
   def label_index(self):
     return {label: i for i, label in enumerate(self.label_values())}
 
-  def examples_dataset(self, paths):
-    """A streamed tf.data.Dataset of (text string, [pair string,] label int64)."""
+  def examples_dataset(self, paths, check_first=False):
+    """A streamed tf.data.Dataset of (text string, [pair string,] label int64).
+    check_first: read the files once in Python first, so that a bad row is a
+    UserError here, not an error inside tf.data (the training files were
+    checked by scan())."""
     index = self.label_index()
+    if check_first:
+      for _ in self.examples(self.reader(paths), index):
+        pass
     signature = [tf.TensorSpec([], tf.string)] * (
         2 if self.config.text_pair_column else 1) + [tf.TensorSpec([], tf.int64)]
     return tf.data.Dataset.from_generator(
@@ -279,7 +285,8 @@ class TextClassificationTask(Task):
 
   def eval_dataset(self, tokenizer, batch_size):
     return classification_data.eval_dataset(
-        self.examples_dataset(self.eval_paths()), tokenizer, batch_size)
+        self.examples_dataset(self.eval_paths(), check_first=True), tokenizer,
+        batch_size)
 
   def count_tokens(self, features, unused_targets):
     """Non-padding input tokens in a batch (for tokens/s)."""
@@ -333,7 +340,8 @@ class TextClassificationTask(Task):
     from trainers.saved_models import load_signature
     serve = load_signature(saved_model, "serving_default")
     y_true, y_pred = [], []
-    for batch in self.examples_dataset(self.eval_paths()).batch(batch_size):
+    for batch in self.examples_dataset(self.eval_paths(),
+                                       check_first=True).batch(batch_size):
       inputs = {"text": batch[0]}
       if self.config.text_pair_column:
         inputs["text_pair"] = batch[1]

@@ -78,6 +78,9 @@ def run(argv_flags):
   overrides = {"eval_files": argv_flags.eval_files,
                "eval_source_files": argv_flags.eval_source_files,
                "eval_target_files": argv_flags.eval_target_files}
+  if bool(argv_flags.eval_source_files) != bool(argv_flags.eval_target_files):
+    raise UserError("--eval_source_files and --eval_target_files are required "
+                    "together")
   if argv_flags.eval_source_files or argv_flags.eval_target_files:
     overrides["eval_files"] = None
     trainer_config = dict(trainer_config, eval_files="")

@@ -101,6 +101,9 @@ class MaskedLMTask(Task):
       paths, start, stop = self.train_paths(), 0, self.num_train_examples()
     else:
       paths, start, stop = self.train_paths(), self.num_train_examples(), None
+    if not train:  # a bad dev row: a UserError here, not inside tf.data
+      for _ in self._texts(paths, start, stop):
+        pass
     texts = tf.data.Dataset.from_generator(
         lambda: self._texts(paths, start, stop),
         output_signature=tf.TensorSpec([], tf.string))

@@ -127,6 +127,12 @@ class TranslationTask(Task):
     self._skipped += reader.bad_rows.count
 
   def pairs_dataset(self, split):
+    """A streamed dataset of (source, target) strings. The dev pairs are read
+    once in Python first, so that a bad row is a UserError here rather than
+    an error inside tf.data (num_train_examples checks the training pairs)."""
+    if split == "eval":
+      for _ in self.pairs(split):
+        pass
     return tf.data.Dataset.from_generator(
         lambda: self.pairs(split),
         output_signature=(tf.TensorSpec([], tf.string),

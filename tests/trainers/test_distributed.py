@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, python_env, seed_model_dir
+from tests.conftest import REPO_ROOT, data_flags, python_env, seed_model_dir
 
 STEPS = 30
 FAMILIES = {
@@ -67,7 +67,9 @@ PREEMPTED_FAMILY = "encoder"
 
 def family_settings(family, request):
   fixture, task_settings = FAMILIES[family]
-  return dict(COMMON, data_dir=request.getfixturevalue(fixture), **task_settings)
+  return dict(COMMON, **data_flags(task_settings["task"],
+                                   request.getfixturevalue(fixture)),
+              **task_settings)
 
 
 def flags_of(settings):
@@ -118,14 +120,15 @@ def even_packed_batch_size(model_dir, settings):
   batches (--pack_examples) have an even number of rows at every width on
   one replica: then two replicas get exactly the same batches."""
   import tensorflow as tf
-  from trainers.classification_data import read_labeled_tsv
   from trainers.example_packing import PackedEpochs, token_lists
   from zoo import model_config as zoo_model_config
   with open(os.path.join(model_dir, "config.json")) as f:
     model_config = json.load(f)["model"]
   tokenizer = zoo_model_config.build_tokenizer(model_config, model_dir)
-  sentences, labels = read_labeled_tsv(
-      os.path.join(settings["data_dir"], "train.tsv"), ("0", "1"))
+  with open(settings["train_files"], encoding="utf-8") as f:
+    rows = [line.rstrip("\n").split("\t") for line in f][1:]  # no header
+  sentences = [row[0] for row in rows]
+  labels = np.array([int(row[1]) for row in rows], np.int64)
   ids = token_lists(sentences, tokenizer)
   for batch_size in range(settings["batch_size"], settings["batch_size"] + 64):
     epochs = PackedEpochs(ids, labels, tokenizer.sequence_length, batch_size,
@@ -346,10 +349,11 @@ def test_workers_with_different_data_stop_with_a_clear_error(sst2_subset,
     with open(os.path.join(sst2_subset, name)) as f:
       (other_data / name).write_text("".join(f.readlines()[:1500]))
   settings = dict(COMMON, **FAMILIES["encoder"][1], model_dir=tmp_path / "m")
-  workers = start_workers(tmp_path, dict(settings, data_dir=sst2_subset),
-                          dict(settings, data_dir=other_data))
+  workers = start_workers(
+      tmp_path, dict(settings, **data_flags("text_classification", sst2_subset)),
+      dict(settings, **data_flags("text_classification", other_data)))
   for stderr, returncode in finish(workers, tmp_path):
-    assert returncode == 2, stderr[-3000:]
+    assert returncode == 1, stderr[-3000:]
     assert ("the workers disagree on the model config and vocabulary"
             in stderr)
     assert "Traceback" not in stderr

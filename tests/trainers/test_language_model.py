@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_module, tiny_lm_config
+from tests.conftest import data_flags, run_module, tiny_lm_config
 from trainers import language_model_data as data
 from trainers.config import TrainConfig
 from trainers.tasks import get_task
@@ -19,7 +19,8 @@ from zoo import model_config as zoo_model_config
 @pytest.fixture(scope="module")
 def task(shakespeare_subset):
   return get_task(TrainConfig(task="language_model", preset="tiny",
-                              data_dir=shakespeare_subset))
+                              **data_flags("language_model",
+                                           shakespeare_subset)))
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +37,43 @@ def tokenizer(trained_lm_dir, lm_config):
 def test_split_is_by_position_last_tenth_validates(task, shakespeare_subset):
   with open(os.path.join(shakespeare_subset, "input.txt")) as f:
     text = f.read()
-  train, validation = task.splits()
+  train = "".join(task._pieces(train=True))
+  validation = task.eval_text()
   assert train + validation == text  # nothing lost, nothing repeated
   assert len(validation) == len(text) - int(len(text) * 0.9)
   assert text.endswith(validation) and text.startswith(train)
-  assert data.split_text("x" * 1000) == ("x" * 900, "x" * 100)
+
+
+def test_many_files_globs_and_eval_files(tmp_path):
+  """Files are read in order (globs sorted); with --eval_files all of the
+  training text trains and the eval files are the dev text."""
+  for name, text in (("b.txt", "second file\n" * 10),
+                     ("a.txt", "first file\n" * 10), ("dev.txt", "dev\n")):
+    (tmp_path / name).write_text(text)
+  task = get_task(TrainConfig(task="language_model", preset="tiny",
+                              train_files=str(tmp_path / "[ab].txt"),
+                              eval_files=str(tmp_path / "dev.txt")))
+  assert "".join(task._pieces(train=True)) == ("first file\n" * 10 +
+                                               "second file\n" * 10)
+  assert task.eval_text() == "dev\n"
 
 
 def test_data_file_errors_are_user_errors(tmp_path):
   from trainers.errors import UserError
-  with pytest.raises(UserError, match="not found"):
-    data.read_text(str(tmp_path / "missing.txt"))
+
+  def task(path):
+    return get_task(TrainConfig(task="language_model", preset="tiny",
+                                train_files=str(path)))
+
+  with pytest.raises(UserError, match="file not found"):
+    task(tmp_path / "missing.txt").num_train_examples()
   (tmp_path / "short.txt").write_text("too short")
-  with pytest.raises(UserError, match="only 9 characters"):
-    data.read_text(str(tmp_path / "short.txt"))
-  (tmp_path / "bad.txt").write_bytes(b"ok " * 50 + b"\xff" + b"ok " * 50)
-  with pytest.raises(UserError, match="not valid UTF-8 at byte 150"):
-    data.read_text(str(tmp_path / "bad.txt"))
+  with pytest.raises(UserError, match="only 8 characters"):
+    task(tmp_path / "short.txt").num_train_examples()
+  (tmp_path / "bad.txt").write_bytes(b"ok\n" * 5 + b"ok " * 50 + b"\xff\n")
+  with pytest.raises(UserError, match=re.escape(
+      f"{tmp_path / 'bad.txt'}:6: not valid UTF-8 (byte 150")):
+    task(tmp_path / "bad.txt").num_train_examples()
 
 
 def batches(ids, count, skip=0, seed=0, length=8, batch=4):
@@ -86,9 +107,9 @@ def test_train_batches_are_deterministic_and_skippable():
 
 
 def test_training_windows_come_from_the_training_split(task, tokenizer):
-  train_ids = data.text_ids(tokenizer, task.splits()[0]).numpy()
+  train_ids = data.text_ids(tokenizer, task._pieces(train=True))
   dataset = task.train_dataset(tokenizer, 8, skip_batches=0)
-  train_text = task.splits()[0]
+  train_text = "".join(task._pieces(train=True))
   for inputs, targets in dataset.take(2):
     text = tokenizer.detokenize(tf.concat([inputs, targets[:, -1:]], axis=1))
     for window in text.numpy():
@@ -97,7 +118,7 @@ def test_training_windows_come_from_the_training_split(task, tokenizer):
 
 
 def test_evaluation_chunks_cover_every_character_once(task, tokenizer):
-  validation = task.splits()[1]
+  validation = task.eval_text()
   length = tokenizer.sequence_length
   chunks = data.evaluation_chunks(validation, length)
   assert "".join(chunks) == validation
@@ -134,7 +155,7 @@ def test_training_lowers_the_validation_loss(trained_lm_dir, lm_config, task,
   best = results["best"]
   assert results["steps"] == 40
   assert best["loss"] < math.log(vocabulary_size) - 0.5
-  assert best["characters"] == len(task.splits()[1])
+  assert best["characters"] == len(task.eval_text())
   assert best["perplexity"] == pytest.approx(math.exp(best["loss"]))
   assert best["bits_per_character"] == pytest.approx(best["loss"] / math.log(2))
   assert 0.0 <= best["accuracy"] <= 1.0
@@ -176,10 +197,11 @@ def test_rerunning_resumes_from_the_checkpoint_step(tmp_path,
 
 def test_cli_unknown_decoder_preset_is_a_clear_error(tmp_path,
                                                      shakespeare_subset):
-  result = run_module("trainers.train", "--task=shakespeare", "--preset=base",
-                      f"--data_dir={shakespeare_subset}", "--train_steps=1",
-                      f"--model_dir={tmp_path / 'm'}")
-  assert result.returncode == 2, result.stderr[-3000:]
+  result = run_module("trainers.train", "--task=language_model",
+                      "--preset=base",
+                      f"--train_files={shakespeare_subset}/input.txt",
+                      "--train_steps=1", f"--model_dir={tmp_path / 'm'}")
+  assert result.returncode == 1, result.stderr[-3000:]
   assert "Error: Unknown decoder preset 'base'" in result.stderr
   assert "tiny" in result.stderr and "small" in result.stderr
   assert "Traceback" not in result.stderr
@@ -196,5 +218,6 @@ def test_text_shorter_than_one_training_window_is_a_user_error(tmp_path,
     (data_dir / "input.txt").write_text(f.read(300))
   config = tiny_lm_config(tmp_path / "m", str(data_dir), train_steps=1,
                           model_overrides="sequence_length=512")
-  with pytest.raises(UserError, match=re.escape(str(data_dir / "input.txt"))):
+  with pytest.raises(UserError, match=re.escape(str(data_dir / "input.txt"))
+                     + ".*training text has .* tokens"):
     train_and_evaluate(config)

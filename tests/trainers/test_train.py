@@ -58,16 +58,18 @@ def test_resume_refuses_a_different_model(tmp_path, sst2_subset,
   model_dir = tmp_path / "m"
   seed_model_dir(trained_model_dir, model_dir)
   train_and_evaluate(tiny_config(model_dir, sst2_subset, train_steps=2))
-  with pytest.raises(UserError, match="already holds a sst2/tiny model"):
+  with pytest.raises(UserError, match="already holds a text_classification/tiny model"):
     train_and_evaluate(tiny_config(model_dir, sst2_subset, preset="small"))
 
 
 def test_cli_trains_with_a_flagfile(tmp_path, sst2_subset):
   flagfile = tmp_path / "recipe.flags"
   flagfile.write_text(textwrap.dedent(f"""\
-      --task=sst2
+      --task=text_classification
       --preset=tiny
-      --data_dir={sst2_subset}
+      --train_files={sst2_subset}/train.tsv
+      --eval_files={sst2_subset}/dev.tsv
+      --text_column=sentence
       --train_steps=6
       --batch_size=16
       --eval_every_steps=3
@@ -83,11 +85,11 @@ def test_cli_trains_with_a_flagfile(tmp_path, sst2_subset):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("sentence\tlabel\ngood film\t1\nbad film\n", ":3: expected 2 tab-separated"
-     " columns (sentence, label), found 1"),
+    ("sentence\tlabel\ngood film\t1\nbad film\n", ":3: 1 tab-separated fields, "
+     "the header has 2"),
     ("sentence\tlabel\ngood film\t1\nbad film\t7\n", ":3: label '7' is not one "
      "of ['0', '1']"),
-    ("sentence\tlabel\ngood\tfilm\t1\n", ":2: expected 2 tab-separated columns"),
+    ("sentence\tlabel\ngood\tfilm\t1\n", ":2: 3 tab-separated fields"),
 ])
 def test_malformed_data_file_names_file_and_line(tmp_path, content, message):
   data_dir = tmp_path / "data"
@@ -95,17 +97,22 @@ def test_malformed_data_file_names_file_and_line(tmp_path, content, message):
   (data_dir / "train.tsv").write_text(content)
   (data_dir / "dev.tsv").write_text("sentence\tlabel\nok\t1\n")
   result = run_module("trainers.train", "--preset=tiny", "--train_steps=1",
-                      f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'm'}")
-  assert result.returncode == 2
+                      f"--train_files={data_dir / 'train.tsv'}",
+                      f"--eval_files={data_dir / 'dev.tsv'}",
+                      "--text_column=sentence", "--labels=0,1",
+                      f"--model_dir={tmp_path / 'm'}")
+  assert result.returncode == 1
   assert f"Error: {data_dir / 'train.tsv'}{message}" in result.stderr
   assert "Traceback" not in result.stderr
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path):
   result = run_module("trainers.train", "--preset=tiny",
-                      f"--data_dir={tmp_path}", f"--model_dir={tmp_path / 'm'}")
-  assert result.returncode == 2
-  assert f"Error: {tmp_path / 'train.tsv'}: data file not found" in result.stderr
+                      f"--train_files={tmp_path / 'train.tsv'}",
+                      f"--model_dir={tmp_path / 'm'}")
+  assert result.returncode == 1
+  assert (f"Error: --train_files: {tmp_path / 'train.tsv'}: file not found"
+          in result.stderr)
   assert "Traceback" not in result.stderr
 
 
@@ -125,7 +132,7 @@ def test_bad_flag_values_are_absl_errors(tmp_path, flag, message):
 def test_strategy_the_machine_cannot_run_fails_before_work(tmp_path):
   result = run_module("trainers.train", "--distribution_strategy=mirrored",
                       "--num_gpus=4", f"--model_dir={tmp_path / 'm'}")
-  assert result.returncode == 2
+  assert result.returncode == 1
   assert "--num_gpus=4 but this machine has 0 visible GPU(s)" in result.stderr
   assert not os.path.exists(tmp_path / "m" / "config.json")
 
@@ -135,7 +142,7 @@ def test_malformed_tf_config_is_a_clear_error(tmp_path):
   result = run_module("trainers.train",
                       "--distribution_strategy=multi_worker_mirrored",
                       f"--model_dir={tmp_path / 'm'}", env=env)
-  assert result.returncode == 2
+  assert result.returncode == 1
   assert "TF_CONFIG is not valid JSON" in result.stderr
   assert "Traceback" not in result.stderr
 

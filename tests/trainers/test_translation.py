@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import MULTI30K_EVAL_ROWS, run_module
+from tests.conftest import MULTI30K_EVAL_ROWS, data_flags, run_module
 from trainers import checkpoint_averaging
 from trainers import translation_data as data
 from trainers.classification_data import bucket_widths
@@ -41,7 +41,7 @@ def tokenizer(trained_mt_dir, mt_config):
 @pytest.fixture(scope="module")
 def task(multi30k_subset):
   return get_task(TrainConfig(task="translation", preset="tiny",
-                              data_dir=multi30k_subset))
+                              **data_flags("translation", multi30k_subset)))
 
 
 def texts(strings):
@@ -56,57 +56,71 @@ def translate_fn(model_dir, checkpoint="best"):
 
 # Parallel files.
 
+def aligned_task(source, target, **overrides):
+  return get_task(TrainConfig(task="translation", preset="tiny",
+                              train_source_files=str(source),
+                              train_target_files=str(target), **overrides))
+
+
 def test_parallel_file_problems_are_user_errors(tmp_path):
   de, en = tmp_path / "a.de", tmp_path / "a.en"
   de.write_text("eins\nzwei\ndrei\n", encoding="utf-8")
   en.write_text("one\ntwo\n", encoding="utf-8")
   with pytest.raises(UserError) as info:
-    data.read_parallel(str(de), str(en))
-  message = str(info.value)
-  assert f"{de} has 3 lines but {en} has 2" in message
-  with pytest.raises(UserError, match="missing.en: data file not found"):
-    data.read_parallel(str(de), str(tmp_path / "missing.en"))
+    aligned_task(de, en).num_train_examples()
+  assert f"{de}:3: this file has more lines than {en}" in str(info.value)
+  with pytest.raises(UserError, match="missing.en: file not found"):
+    aligned_task(de, tmp_path / "missing.en").num_train_examples()
   (tmp_path / "bad.de").write_bytes(b"gut\n\xff\xfe kaputt\n")
   (tmp_path / "bad.en").write_text("good\nbroken\n")
-  with pytest.raises(UserError, match="bad.de: not valid UTF-8"):
-    data.read_parallel(str(tmp_path / "bad.de"), str(tmp_path / "bad.en"))
+  with pytest.raises(UserError, match="bad.de:2: not valid UTF-8"):
+    aligned_task(tmp_path / "bad.de", tmp_path / "bad.en").num_train_examples()
   (tmp_path / "empty.de").write_text("")
   (tmp_path / "empty.en").write_text("")
-  with pytest.raises(UserError, match="empty.de: no sentences"):
-    data.read_parallel(str(tmp_path / "empty.de"), str(tmp_path / "empty.en"))
+  with pytest.raises(UserError, match="empty.de: the file is empty"):
+    aligned_task(tmp_path / "empty.de",
+                 tmp_path / "empty.en").num_train_examples()
   (tmp_path / "broken.de.gz").write_bytes(b"this is not gzip data")
   with pytest.raises(UserError, match="broken.de.gz: cannot read"):
-    data.read_parallel(str(tmp_path / "broken.de"), str(en))
+    aligned_task(tmp_path / "broken.de.gz", en).num_train_examples()
 
 
 def test_gzip_and_crlf_files_are_read_like_plain_ones(tmp_path):
   with gzip.open(tmp_path / "c.de.gz", "wt", encoding="utf-8") as f:
     f.write("Ein Hund läuft.\nZwei Männer.\n")
   (tmp_path / "c.en").write_bytes(b"A dog runs.\r\nTwo men.\r\n")
-  # The .gz file is found from the plain name, as the task asks for it.
-  sources, targets = data.read_parallel(str(tmp_path / "c.de"),
-                                        str(tmp_path / "c.en"))
-  assert sources == ["Ein Hund läuft.", "Zwei Männer."]
-  assert targets == ["A dog runs.", "Two men."]
+  task = aligned_task(tmp_path / "c.de.gz", tmp_path / "c.en")
+  assert list(task.pairs("train")) == [("Ein Hund läuft.", "A dog runs."),
+                                       ("Zwei Männer.", "Two men.")]
 
 
-def test_task_splits_name_the_files(task, multi30k_subset):
-  assert task.split_paths("test") == (
-      os.path.join(multi30k_subset, "test_2016_flickr.de"),
-      os.path.join(multi30k_subset, "test_2016_flickr.en"))
-  sources, targets = task.read_split("validation")
+def test_tables_and_aligned_files_give_the_same_pairs(tmp_path):
+  """--train_files with --source_column/--target_column reads the same pairs
+  from a JSONL table as line-aligned files do."""
+  import json as json_lib
+  pairs = [("Καλημέρα.", "Доброе утро."), ("Ένας σκύλος, τρέχει.", "Собака бежит.")]
+  with open(tmp_path / "pairs.jsonl", "w", encoding="utf-8") as f:
+    for el, ru in pairs:
+      f.write(json_lib.dumps({"el": el, "ru": ru}, ensure_ascii=False) + "\n")
+  table = get_task(TrainConfig(task="translation", preset="tiny",
+                               train_files=str(tmp_path / "pairs.jsonl"),
+                               source_column="el", target_column="ru"))
+  assert list(table.pairs("train")) == pairs
+  with pytest.raises(UserError, match="not both"):
+    list(get_task(TrainConfig(
+        task="translation", train_files=str(tmp_path / "pairs.jsonl"),
+        train_source_files="x")).pairs("train"))
+
+
+def test_task_reads_the_named_files(task, multi30k_subset):
+  sources, targets = zip(*task.pairs("eval"))
   assert len(sources) == len(targets) == MULTI30K_EVAL_ROWS
   assert task.num_train_examples() == 3000
-  with pytest.raises(UserError, match="unknown split 'dev'"):
-    task.split_paths("dev")
-  # The bundled files are gzip; every split is parallel.
-  bundled = get_task(TrainConfig(task="translation"))
-  for split in ("validation", "test"):
-    sources, targets = bundled.read_split(split)
-    assert len(sources) == len(targets) > 900
-  with pytest.raises(UserError, match="not supported for translation"):
-    get_task(TrainConfig(task="translation", init_checkpoint="x")
-             ).new_model_config("unused")
+  assert task.describe_eval_data() == (os.path.join(multi30k_subset, "val.de")
+                                       + " / " +
+                                       os.path.join(multi30k_subset, "val.en"))
+  with pytest.raises(UserError, match="not supported by --task=translation"):
+    get_task(TrainConfig(task="translation", init_checkpoint="x"))
 
 
 # Examples and batches.
@@ -136,8 +150,8 @@ def test_decoder_inputs_are_the_targets_shifted_right_after_bos(tokenizer):
 
 
 def take(task, tokenizer, count, seed=0, skip=0, batch=8):
-  sources, targets = task.train_pairs()
-  dataset = data.train_dataset(sources, targets, tokenizer, batch, seed, skip)
+  dataset = data.train_dataset(task.pairs_dataset("train"), 3000, tokenizer,
+                               batch, seed, skip)
   return [(f["source_ids"].numpy(), f["target_ids"].numpy(), t.numpy())
           for f, t in dataset.take(count)]
 
@@ -175,7 +189,7 @@ def test_train_batches_are_deterministic_skippable_and_bucketed(task,
 
 
 def test_train_batches_hold_aligned_training_pairs(task, tokenizer):
-  sources, targets = task.train_pairs()
+  sources, targets = map(list, zip(*task.pairs("train")))
   pairs = {}
   for s, t in zip(texts(tokenizer.detokenize(tokenizer(tf.constant(sources)))),
                   texts(tokenizer.detokenize(tokenizer(tf.constant(targets))))):
@@ -187,12 +201,12 @@ def test_train_batches_hold_aligned_training_pairs(task, tokenizer):
 
 
 def test_eval_batches_are_one_pass_in_file_order(task, tokenizer):
-  sources, targets = task.read_split("validation")
+  sources, targets = map(list, zip(*task.pairs("eval")))
   expected_sources = tokenizer(tf.constant(sources)).numpy()
   expected_targets = tokenizer(tf.constant(targets)).numpy()
   start = 0
-  for features, target_out in data.eval_dataset(sources, targets, tokenizer,
-                                                32):
+  for features, target_out in data.eval_dataset(task.pairs_dataset("eval"),
+                                                tokenizer, 32):
     batch, width = target_out.shape
     assert width in bucket_widths(tokenizer.sequence_length)
     rows = slice(start, start + batch)
@@ -366,9 +380,10 @@ def test_averaging_a_model_with_dropout_averages_its_weights(tmp_path):
 def cli_evaluation(trained_mt_dir, multi30k_subset, tmp_path_factory):
   folder = tmp_path_factory.mktemp("mt_evaluation")
   result = run_module(
-      "trainers.evaluate", "--task=multi30k_de_en",
-      f"--model_dir={trained_mt_dir}", f"--data_dir={multi30k_subset}",
-      "--split=test", f"--output_json={folder / 'metrics.json'}",
+      "trainers.evaluate", f"--model_dir={trained_mt_dir}",
+      f"--eval_source_files={multi30k_subset}/test_2016_flickr.de",
+      f"--eval_target_files={multi30k_subset}/test_2016_flickr.en",
+      f"--output_json={folder / 'metrics.json'}",
       f"--hypotheses_file={folder / 'hypotheses.txt'}")
   return result, folder
 
@@ -400,9 +415,10 @@ def test_evaluate_cli_reports_sacrebleu_bleu_and_chrf(cli_evaluation,
   with open(folder / "hypotheses.txt", encoding="utf-8") as f:
     hypotheses = f.read().split("\n")[:-1]
   assert len(hypotheses) == MULTI30K_EVAL_ROWS
-  sources, references = data.read_parallel(
-      os.path.join(multi30k_subset, "test_2016_flickr.de"),
-      os.path.join(multi30k_subset, "test_2016_flickr.en"))
+  with open(os.path.join(multi30k_subset, "test_2016_flickr.de")) as f:
+    sources = f.read().splitlines()
+  with open(os.path.join(multi30k_subset, "test_2016_flickr.en")) as f:
+    references = f.read().splitlines()
   assert metrics["bleu"] == pytest.approx(
       sacrebleu.corpus_bleu(hypotheses, [references]).score, abs=1e-9)
   assert metrics["chrf"] == pytest.approx(
@@ -444,23 +460,23 @@ def test_translate_cli_n_best_from_a_file_with_the_averaged_checkpoint(
                              atol=1e-4)
 
 
-def test_bad_flag_combinations_exit_2_without_traceback(trained_mt_dir,
+def test_bad_flag_combinations_exit_1_without_traceback(trained_mt_dir,
                                                         multi30k_subset):
   only_source = run_module(
-      "trainers.evaluate", "--task=multi30k_de_en",
-      f"--model_dir={trained_mt_dir}",
-      f"--source_file={os.path.join(multi30k_subset, 'val.de')}")
+      "trainers.evaluate", f"--model_dir={trained_mt_dir}",
+      f"--eval_source_files={os.path.join(multi30k_subset, 'val.de')}")
   n_best = run_module("trainers.translate", f"--model_dir={trained_mt_dir}",
                       "--beam_size=2", "--n_best=3", "Hallo")
   no_sentences = run_module("trainers.translate",
                             f"--model_dir={trained_mt_dir}")
   neither = run_module("trainers.translate", "Hallo")
   for result, message in (
-      (only_source, "pass both --source_file and --reference_file"),
+      (only_source, "--eval_source_files and --eval_target_files are "
+       "required"),
       (n_best, "--n_best cannot exceed --beam_size"),
       (no_sentences, "give sentences as arguments or --input_file"),
       (neither, "pass exactly one of --model_dir or --saved_model")):
-    assert result.returncode == 2, (message, result.stderr[-3000:])
+    assert result.returncode == 1, (message, result.stderr[-3000:])
     assert f"Error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
 
