@@ -24,6 +24,7 @@ from trainers.metrics import classification_metrics
 from trainers.task import WARMUP_EXAMPLES, Task
 from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
+from zoo import model_dir as layout
 from zoo.tokenizers.wordpiece import (learn_wordpiece_vocabulary,
                                       write_vocabulary)
 
@@ -402,7 +403,8 @@ def pretrained_model_config(init_checkpoint):
 
 def warm_start_backbone(model, init_checkpoint):
   """Restores model.backbone from the latest checkpoint of a model_dir."""
-  path = tf.train.latest_checkpoint(os.path.join(init_checkpoint, "checkpoints"))
+  path = tf.train.latest_checkpoint(layout.path(init_checkpoint,
+                                               layout.CHECKPOINTS))
   if path is None:
     raise UserError(f"--init_checkpoint={init_checkpoint} has no checkpoint")
   source = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=model.backbone))

@@ -93,7 +93,8 @@ def read_json(path):
 
 
 def config_path(model_dir):
-  return os.path.join(model_dir, "config.json")
+  from zoo import model_dir as layout  # the one owner of the layout
+  return layout.path(model_dir, layout.CONFIG)
 
 
 def parse_overrides(text, preset):

@@ -36,11 +36,12 @@ def model_sequence_length(model_dir="", saved_model=""):
   """The sequence length of a trained model_dir or of an export."""
   if saved_model:
     return saved_model_context(saved_model)
-  from trainers.config import config_path, read_json
-  path = config_path(model_dir)
-  if not os.path.isfile(path):
-    raise UserError(f"{model_dir}: no config.json")
-  return read_json(path)["model"]["architecture"]["sequence_length"]
+  from zoo import model_dir as layout
+  try:
+    return layout.read_config(model_dir)["model"]["architecture"][
+        "sequence_length"]
+  except layout.ModelDirError as e:
+    raise UserError(str(e))
 
 
 def assertion_message(message):
