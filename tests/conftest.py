@@ -73,14 +73,16 @@ def data_flags(task, data_dir):
   raise ValueError(task)
 
 
-def tiny_config(model_dir, data_dir, **overrides):
-  """A TrainConfig of the tiny preset, a few steps, on a subset folder."""
+def tiny_config(model_dir, data_dir=None, **overrides):
+  """A TrainConfig of the tiny preset, a few steps, on a subset folder (or
+  on the data fields given in overrides)."""
   from trainers.config import TrainConfig
   values = dict(task="text_classification", preset="tiny",
                 model_dir=str(model_dir), train_steps=40, batch_size=32,
                 learning_rate=2e-3, warmup_steps=5, eval_every_steps=20,
                 checkpoint_every_steps=20, log_every_steps=20)
-  values.update(data_flags(overrides.get("task", values["task"]), data_dir))
+  if data_dir is not None:
+    values.update(data_flags(overrides.get("task", values["task"]), data_dir))
   values.update(overrides)
   return TrainConfig(**values)
 
