@@ -16,46 +16,78 @@ import numpy as np
 import tensorflow as tf
 
 
-def build_model(family, arch):
-  """A compiled-ready keras_hub task model for `family` sized like `arch`."""
-  common = dict(vocabulary_size=arch["vocabulary_size"],
-                num_heads=arch["num_heads"], hidden_dim=arch["hidden_dim"],
-                intermediate_dim=arch["intermediate_dim"],
-                dropout=arch["dropout"],
-                max_sequence_length=arch["sequence_length"] + 1)
-  if family == "encoder":
-    backbone = keras_hub.models.BertBackbone(num_layers=arch["num_layers"],
-                                             **common)
-    return keras_hub.models.BertTextClassifier(backbone, num_classes=2,
-                                               preprocessor=None,
-                                               dropout=arch["dropout"])
-  if family == "decoder":
-    backbone = keras_hub.models.GPT2Backbone(num_layers=arch["num_layers"],
-                                             **common)
-    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
-  if family == "seq2seq":
-    if arch["num_encoder_layers"] != arch["num_decoder_layers"]:
-      raise ValueError("BartBackbone needs equal encoder and decoder depth")
-    backbone = keras_hub.models.BartBackbone(
-        num_layers=arch["num_encoder_layers"], **common)
-    return keras_hub.models.BartSeq2SeqLM(backbone, preprocessor=None)
-  raise ValueError(f"unknown family {family!r}")
+def _common(arch):
+  """keras_hub backbone arguments shared by every family, sized like arch."""
+  return dict(vocabulary_size=arch["vocabulary_size"],
+              num_heads=arch["num_heads"], hidden_dim=arch["hidden_dim"],
+              intermediate_dim=arch["intermediate_dim"],
+              dropout=arch["dropout"],
+              max_sequence_length=arch["sequence_length"] + 1)
 
 
-def to_keras_hub_batch(family, features, targets):
-  """Our (features, targets) batch as keras_hub's (x, y, sample_weight)."""
-  if family == "encoder":
-    ids = features
-    return ({"token_ids": ids, "segment_ids": tf.zeros_like(ids),
-             "padding_mask": ids != 0}, targets)
-  if family == "decoder":
-    return {"token_ids": features,
-            "padding_mask": tf.ones_like(features, tf.bool)}, targets
+def _bert_classifier(arch):
+  backbone = keras_hub.models.BertBackbone(num_layers=arch["num_layers"],
+                                           **_common(arch))
+  return keras_hub.models.BertTextClassifier(backbone, num_classes=2,
+                                             preprocessor=None,
+                                             dropout=arch["dropout"])
+
+
+def _gpt2_causal_lm(arch):
+  backbone = keras_hub.models.GPT2Backbone(num_layers=arch["num_layers"],
+                                           **_common(arch))
+  return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+
+
+def _bart_seq2seq_lm(arch):
+  if arch["num_encoder_layers"] != arch["num_decoder_layers"]:
+    raise ValueError("BartBackbone needs equal encoder and decoder depth")
+  backbone = keras_hub.models.BartBackbone(
+      num_layers=arch["num_encoder_layers"], **_common(arch))
+  return keras_hub.models.BartSeq2SeqLM(backbone, preprocessor=None)
+
+
+def _encoder_batch(ids, labels):
+  return ({"token_ids": ids, "segment_ids": tf.zeros_like(ids),
+           "padding_mask": ids != 0}, labels)
+
+
+def _decoder_batch(ids, targets):
+  return {"token_ids": ids,
+          "padding_mask": tf.ones_like(ids, tf.bool)}, targets
+
+
+def _seq2seq_batch(features, targets):
   source, target_in = features["source_ids"], features["target_ids"]
   return ({"encoder_token_ids": source, "encoder_padding_mask": source != 0,
            "decoder_token_ids": target_in,
            "decoder_padding_mask": target_in != 0},
           targets, tf.cast(targets != 0, tf.float32))
+
+
+# family -> (keras_hub task model sized like an architecture, converter of
+# our (features, targets) batch to keras_hub's (x, y[, sample_weight]))
+BASELINES = {
+    "encoder": (_bert_classifier, _encoder_batch),
+    "decoder": (_gpt2_causal_lm, _decoder_batch),
+    "seq2seq": (_bart_seq2seq_lm, _seq2seq_batch),
+}
+
+
+def _baseline(family):
+  if family not in BASELINES:
+    raise ValueError(f"unknown family {family!r}; known: {sorted(BASELINES)}")
+  return BASELINES[family]
+
+
+def build_model(family, arch):
+  """A compiled-ready keras_hub task model for `family` sized like `arch`."""
+  return _baseline(family)[0](arch)
+
+
+def to_keras_hub_batch(family, features, targets):
+  """Our (features, targets) batch as keras_hub's (x, y, sample_weight)."""
+  return _baseline(family)[1](features, targets)
 
 
 def relaxed_signature(batch):

@@ -1,14 +1,15 @@
-"""Render exported model cards as markdown: docs/models/<task>.md.
+"""Render exported model cards as markdown: docs/models/<dataset>.md.
 
   python -m benchmarks.model_cards \
       --card=models/sst2/<version>:benchmarks/results/sst2_small.json \
       --card=models/shakespeare/<version>:benchmarks/results/shakespeare_small.json
 
 Each page combines the version's assets.extra/model_card.json (what the
-export is: architecture, parameters, signatures, limits, training flags,
-commit) with the recipe's results JSON (metrics measured through the export,
-with their 95% confidence intervals), plus the data, intended use and known
-limits of the task.
+export is: its task, architecture, parameters, signatures, limits, training
+flags, commit) with the recipe's results JSON (metrics measured through the
+export, with their 95% confidence intervals), plus the data, intended use and
+known limits of the bundled dataset the recipe trains on. A results JSON of
+no bundled recipe gives a page named after the card's task, without notes.
 """
 
 import json
@@ -23,7 +24,12 @@ flags.DEFINE_string("output_dir", os.path.join(environment.ROOT, "docs",
                                                "models"), "Where pages go.")
 FLAGS = flags.FLAGS
 
-TASK_NOTES = {
+# recipe (trainers/configs/<recipe>.flags) -> the bundled dataset's page
+RECIPE_PAGES = {"sst2_small": "sst2", "sst2_demo": "sst2",
+                "shakespeare_small": "shakespeare",
+                "multi30k_small": "multi30k_de_en"}
+# page -> what the bundled dataset is, what a model of it is for, its limits
+DATASET_NOTES = {
     "sst2": {
         "data": "SST-2 (GLUE): 67,349 training phrases from movie reviews, "
                 "872 dev sentences; vocabulary learned from the training "
@@ -78,9 +84,17 @@ def metric_lines(results):
   return lines
 
 
+def page_name(card, results):
+  """The bundled dataset of the results' recipe, else the card's task."""
+  recipe = os.path.splitext(os.path.basename(results.get("recipe", "")))[0]
+  return RECIPE_PAGES.get(recipe, card["task"])
+
+
 def render(card, results):
-  notes = TASK_NOTES.get(card["task"], {})
-  lines = [f"# {card['task']} ({card['family']}, preset {card['preset']})", "",
+  page = page_name(card, results)
+  notes = DATASET_NOTES.get(page, {})
+  title = page if page == card["task"] else f"{page}: {card['task']}"
+  lines = [f"# {title} ({card['family']}, preset {card['preset']})", "",
            f"- Parameters: {card['parameters']:,}",
            f"- Exported: {card['exported_at']} from commit "
            f"`{card['git_commit']}` (checkpoint `{card['checkpoint']}`)",
@@ -120,7 +134,8 @@ def main(argv):
       card = json.load(f)
     with open(results_path) as f:
       results = json.load(f)
-    path = os.path.join(FLAGS.output_dir, f"{card['task']}.md")
+    path = os.path.join(FLAGS.output_dir,
+                        f"{page_name(card, results)}.md")
     with open(path, "w") as f:
       f.write(render(card, results))
     print(f"wrote {path}")

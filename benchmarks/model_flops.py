@@ -74,13 +74,19 @@ def seq2seq_step_flops(arch, source_ids, target_ids, vocabulary_size):
   return 3 * (encoder + decoder + output)
 
 
+# family -> FLOPs of a training step on that family's host-side features
+STEP_FLOPS = {
+    "encoder": encoder_step_flops,
+    "decoder": lambda arch, ids: decoder_step_flops(
+        arch, ids, arch["vocabulary_size"]),
+    "seq2seq": lambda arch, features: seq2seq_step_flops(
+        arch, features["source_ids"], features["target_ids"],
+        arch["vocabulary_size"]),
+}
+
+
 def step_flops(family, arch, features):
   """FLOPs of a training step of `family` on host-side `features`."""
-  if family == "encoder":
-    return encoder_step_flops(arch, features)
-  if family == "decoder":
-    return decoder_step_flops(arch, features, arch["vocabulary_size"])
-  if family == "seq2seq":
-    return seq2seq_step_flops(arch, features["source_ids"],
-                              features["target_ids"], arch["vocabulary_size"])
-  raise ValueError(f"unknown family {family!r}")
+  if family not in STEP_FLOPS:
+    raise ValueError(f"unknown family {family!r}; known: {sorted(STEP_FLOPS)}")
+  return STEP_FLOPS[family](arch, features)

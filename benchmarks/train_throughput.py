@@ -1,7 +1,8 @@
 """Training throughput by family, strategy and precision, with MFU and a
 keras_hub baseline: `python -m benchmarks.train_throughput`.
 
-For each family (its `small` preset and its recipe's batch size) it takes
+For each family (its `small` preset, its recipe's data and batch size:
+benchmarks/recipe_flags.py FAMILY_RECIPES) it takes
 --batches real training batches from the task's input pipeline and runs them
 through each configuration: one pass compiles every batch shape, then passes
 are timed until --min_seconds have gone by (keras_hub runs as many timed
@@ -39,7 +40,8 @@ flags.DEFINE_list("strategies", ["default", "one_device", "mirrored"],
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Precisions for the default strategy with XLA.")
 flags.DEFINE_integer("batches", 8, "Training batches per pass.")
-flags.DEFINE_bool("packed", True, "Encoder: also time the default strategy, "
+flags.DEFINE_bool("packed", True, "Tasks that pack (the encoder's "
+                  "text_classification): also time the default strategy, "
                   "float32 + XLA, on packed batches (--pack_examples) of the "
                   "same batch size.")
 flags.DEFINE_float("min_seconds", 4.0, "Timed passes repeat until they "
@@ -54,11 +56,14 @@ flags.DEFINE_string("output", "benchmarks/results/train_throughput.json",
 flags.DEFINE_bool("plot", True, "Also write the PNG next to the JSON.")
 FLAGS = flags.FLAGS
 
-# family -> (task, the recipe flagfile whose batch size we use)
-FAMILY_TASKS = {"encoder": ("sst2", "trainers/configs/sst2_small.flags"),
-                "decoder": ("shakespeare", "trainers/configs/shakespeare_small.flags"),
-                "seq2seq": ("multi30k_de_en", "trainers/configs/multi30k_small.flags")}
-
+# The recipe fields a run takes over: its data (files, columns, labels,
+# languages, tokenizer), not its training settings (steps, learning rate,
+# regularisation, XLA), which every configuration here sets itself.
+DATA_FIELDS = ("train_files", "eval_files", "text_column", "text_pair_column",
+               "label_column", "labels", "label_names", "train_source_files",
+               "train_target_files", "eval_source_files", "eval_target_files",
+               "source_column", "target_column", "source_language",
+               "target_language", "tokenizer")
 
 def use_two_logical_cpus():
   """Splits the CPU into two logical devices (mirrored's two replicas);
@@ -86,23 +91,17 @@ def matmul_peak(dtype_name, size, repeats=10):
   return 2 * size ** 3 / best
 
 
-def recipe_batch_size(flagfile):
-  with open(flagfile) as f:
-    for line in f:
-      if line.startswith("--batch_size="):
-        return int(line.split("=", 1)[1])
-  raise ValueError(f"{flagfile} sets no --batch_size")
-
-
 def prepare_vocabulary(family, root):
-  """Learns the family's vocabulary once (a model_dir holding config.json
-  and the vocabulary); returns (TrainConfig kwargs, that model_dir, the
-  Training built there)."""
+  """Learns the family's vocabulary once, on its recipe's data (a model_dir
+  holding config.json and the vocabulary); returns (TrainConfig kwargs,
+  that model_dir, the Training built there)."""
+  from benchmarks.recipe_flags import FAMILY_RECIPES, recipe_values
   from trainers.config import TrainConfig
   from trainers.training import prepare_training
-  task, flagfile = FAMILY_TASKS[family]
-  base = dict(task=task, preset="small",
-              batch_size=FLAGS.batch_size or recipe_batch_size(flagfile),
+  recipe = recipe_values(FAMILY_RECIPES[family])
+  data = {k: v for k, v in recipe.items() if k in DATA_FIELDS}
+  base = dict(data, task=recipe["task"], preset="small",
+              batch_size=FLAGS.batch_size or recipe["batch_size"],
               model_overrides=FLAGS.model_overrides, train_steps=1)
   vocab_dir = os.path.join(root, f"{family}_vocab")
   return base, vocab_dir, prepare_training(TrainConfig(model_dir=vocab_dir,
@@ -191,7 +190,7 @@ def run_family(family, root, peaks):
   configs += [(s, "float32", True, False) for s in FLAGS.strategies]
   configs += [("default", p, True, False) for p in FLAGS.precisions
               if p != "float32"]
-  if family == "encoder" and FLAGS.packed:
+  if first.task.supports_packing and FLAGS.packed:
     configs.append(("default", "float32", True, True))
   rows = []
   for strategy, precision, jit, packed in configs:

@@ -18,6 +18,7 @@ import os
 from absl import app, flags
 
 from benchmarks import environment
+from zoo import model_dir as layout
 
 flags.DEFINE_multi_string("run", [], "NAME:MODEL_DIR of a finished run.")
 flags.DEFINE_string("output_dir", os.path.join(environment.ROOT, "benchmarks",
@@ -76,8 +77,10 @@ def main(argv):
     if not model_dir or not os.path.isdir(model_dir):
       raise app.UsageError(f"--run={spec}: expected NAME:MODEL_DIR")
     curves[name] = {"model_dir": model_dir,
-                    "train": read_scalars(os.path.join(model_dir, "train")),
-                    "eval": read_scalars(os.path.join(model_dir, "eval"))}
+                    "train": read_scalars(layout.path(
+                        model_dir, layout.TRAIN_SUMMARIES)),
+                    "eval": read_scalars(layout.path(
+                        model_dir, layout.EVAL_SUMMARIES))}
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   path = os.path.join(FLAGS.output_dir, "training_curves.json")
   with open(path, "w") as f:

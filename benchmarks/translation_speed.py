@@ -33,14 +33,10 @@ FLAGS = flags.FLAGS
 def run_benchmark(model_dir):
   import tensorflow as tf
   import tensorflow_text  # noqa: F401
+  from benchmarks.request_texts import multi30k_test_sources
   from export.exporter import ExportConfig, export_saved_model
-  from trainers.translation_data import read_parallel
-  from trainers.translation_task import MULTI30K_DE_EN, TranslationTask
-  from trainers.config import TrainConfig
 
-  task = TranslationTask(MULTI30K_DE_EN, TrainConfig(task="multi30k_de_en"))
-  sources, _ = read_parallel(*task.split_paths("test"))
-  sources = sources[:FLAGS.sentences]
+  sources = multi30k_test_sources()[:FLAGS.sentences]
   rows = []
   with tempfile.TemporaryDirectory() as base:
     path = export_saved_model(ExportConfig(model_dir, base))

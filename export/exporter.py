@@ -61,14 +61,18 @@ def export_saved_model(config: ExportConfig):
   family = FAMILY_EXPORTS.get(model_config["family"])
   if family is None:
     raise ExportError(f"no exporter for family {model_config['family']!r}")
+  try:  # before anything is written: an older model config has no examples
+    warmup_logs = family.warmup_logs(model_name, model_config)
+  except ValueError as e:
+    raise ExportError(f"cannot write the warmup requests of "
+                      f"{config.model_dir}: {e}") from e
   version = config.version or next_version(config.export_base)
 
   def write(path):
     archive, method_names = family.build_archive(model, tokenizer, model_config)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
-    warmup.write_warmup_file(path, family.warmup_logs(model_name,
-                                                      model_config))
+    warmup.write_warmup_file(path, warmup_logs)
     card = model_card.build_model_card(
         path, trainer_config, layout.checkpoint_metrics(config.model_dir, config.checkpoint),
         os.path.relpath(checkpoint_path, config.model_dir),

@@ -15,7 +15,7 @@ import tensorflow_text  # noqa: F401  registers the text ops for tf.saved_model.
 
 from export import checks, warmup
 from export.exporter import load_trained_model
-from tests.conftest import python_env
+from tests.conftest import SHAKESPEARE_CHARS, python_env
 from tests.export.test_export import run_tf1_session
 
 SIGNATURES = {"serving_default", "generate", "score"}
@@ -293,12 +293,17 @@ def test_warmup_file_has_one_record_a_signature_and_every_record_runs(
 
 
 def test_score_over_validation_chunks_gives_the_dev_loss(loaded, exported_lm,
-                                                         shakespeare_subset):
+                                                         trained_lm_dir):
+  # The run's own dev text (the last 10% of its training file, no
+  # --eval_files), cut as evaluation cuts it, scored through the export.
   from trainers import language_model_data as data
+  from trainers.tasks import task_for_model
+  from zoo import model_dir as layout
   with open(os.path.join(exported_lm, "assets.extra", "model_card.json")) as f:
     dev_loss = json.load(f)["dev_metrics"]["loss"]
-  with open(os.path.join(shakespeare_subset, "input.txt")) as f:
-    validation = data.split_text(f.read())[1]
+  run = layout.read_config(trained_lm_dir)
+  validation = task_for_model(run["train"], run["model"]).eval_text()
+  assert 0 < len(validation) < SHAKESPEARE_CHARS // 5
   chunks = data.evaluation_chunks(validation, 32)
   out = loaded.signatures["score"](text=tf.constant(chunks))
   assert int(out["num_tokens"].numpy().sum()) == len(validation)

@@ -154,10 +154,13 @@ def test_encode_signature_features(exported_model, trained_model_dir):
 
 def test_exported_tokenizer_equals_training_pipeline(exported_model,
                                                      trained_model_dir):
+  # The classifier's eval pipeline (what the task's eval_dataset runs over
+  # the dev file's (text, label) rows) on the same strings, "" included.
   from trainers import classification_data
   _, _, tokenizer = in_memory_probabilities(trained_model_dir, SENTENCES)
-  ds = classification_data.eval_dataset(SENTENCES, np.zeros(len(SENTENCES)),
-                                        tokenizer, batch_size=8)
+  examples = tf.data.Dataset.from_tensor_slices(
+      (SENTENCES, np.zeros(len(SENTENCES), np.int64)))
+  ds = classification_data.eval_dataset(examples, tokenizer, batch_size=8)
   piped = next(iter(ds))[0].numpy()  # trimmed to the batch's bucket width
   _, out = run_tf1_session(exported_model, "encode", {"text": SENTENCES})
   width = piped.shape[1]
@@ -300,9 +303,33 @@ def test_missing_or_incomplete_model_dir(tmp_path):
   with pytest.raises(ExportError, match="no config.json"):
     export_saved_model(ExportConfig(str(tmp_path), str(tmp_path / "out")))
   (tmp_path / "config.json").write_text(json.dumps({"model": {}}))
-  with pytest.raises(ExportError, match="no checkpoint"):
+  with pytest.raises(ExportError, match="has no best checkpoint yet"):
     export_saved_model(ExportConfig(str(tmp_path), str(tmp_path / "out")))
+  with pytest.raises(ExportError, match="has no latest checkpoint yet"):
+    export_saved_model(ExportConfig(str(tmp_path), str(tmp_path / "out"),
+                                    checkpoint="latest"))
+  with pytest.raises(ExportError, match="checkpoint .*nowhere not found"):
+    export_saved_model(ExportConfig(str(tmp_path), str(tmp_path / "out"),
+                                    checkpoint=str(tmp_path / "nowhere")))
   assert existing_versions(str(tmp_path / "out")) == []
+
+
+def test_model_config_without_warmup_examples_is_an_export_error(
+    trained_model_dir, tmp_path):
+  # A model_dir of an older trainer has no warmup_examples: the export stops
+  # with an ExportError that says so, before it writes anything.
+  import shutil
+  model_dir = tmp_path / "old"
+  shutil.copytree(trained_model_dir, model_dir)
+  with open(model_dir / "config.json") as f:
+    config = json.load(f)
+  del config["model"]["warmup_examples"]
+  (model_dir / "config.json").write_text(json.dumps(config))
+  base = tmp_path / "base"
+  with pytest.raises(ExportError, match=r"no warmup_examples\['text'\]"):
+    export_saved_model(ExportConfig(str(model_dir), str(base)))
+  assert existing_versions(str(base)) == []
+  assert not base.exists() or os.listdir(base) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

@@ -301,8 +301,9 @@ def test_evaluate_through_the_export_equals_through_the_checkpoint(
   for name, source in (("export", f"--saved_model={exported_mt}"),
                        ("checkpoint", f"--model_dir={trained_mt_dir}")):
     result = run_module(
-        "trainers.evaluate", "--task=multi30k_de_en", source,
-        "--checkpoint=best", f"--data_dir={multi30k_subset}", "--split=test",
+        "trainers.evaluate", source, "--checkpoint=best",
+        f"--eval_source_files={multi30k_subset}/test_2016_flickr.de",
+        f"--eval_target_files={multi30k_subset}/test_2016_flickr.en",
         f"--output_json={tmp_path / name}.json",
         f"--hypotheses_file={tmp_path / name}.txt")
     assert result.returncode == 0, result.stderr[-3000:]
