@@ -103,21 +103,26 @@ class TextClassificationTask(Task):
       text = row.values[text_column]
       where = f"{row.path}:{row.line}"
       if not text.strip():
-        reader.bad(f"{where}: empty text in column {text_column!r}")
+        reader.bad(f"{where}: empty text in column {text_column!r}; write a "
+                   "text there or remove the row")
         continue
       if pair_column and not row.values[pair_column].strip():
-        reader.bad(f"{where}: empty text in column {pair_column!r}")
+        reader.bad(f"{where}: empty text in column {pair_column!r}; write a "
+                   "text there or remove the row")
         continue
       label = row.values[label_column].strip()
       if not label:
-        reader.bad(f"{where}: empty label in column {label_column!r}")
+        reader.bad(f"{where}: empty label in column {label_column!r}; write "
+                   "a label there or remove the row")
         continue
       if label_index is not None:
         if label not in label_index:
           reader.bad(f"{where}: label {label!r} is not one of "
                      f"{list(label_index)}" + (
-                         " (the --labels list)" if self._given_labels else
-                         " (the labels of the training files)"))
+                         " (the --labels list); add it to --labels or "
+                         "correct the row" if self._given_labels else
+                         " (the labels of the training files); correct the "
+                         "row, or pass --labels with every label"))
           continue
         label = label_index[label]
       yield (text, row.values[pair_column], label) if pair_column else (
@@ -156,7 +161,8 @@ class TextClassificationTask(Task):
     if len(labels) < 2:
       raise UserError(
           f"--train_files={self.config.train_files}: every row has the label "
-          f"{labels[0]!r}; a classifier needs at least two labels (is "
+          f"{labels[0]!r}; a classifier needs at least two labels: add rows "
+          "of the other labels (is "
           f"--label_column={self.config.label_column} the right column?)")
     return labels
 

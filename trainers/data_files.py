@@ -35,8 +35,10 @@ def file_format(path):
   name = path[:-3] if path.endswith(".gz") else path
   extension = os.path.splitext(name)[1].lstrip(".").lower()
   if extension not in FORMATS:
-    raise UserError(f"{path}: unknown file type {extension!r}; name the file "
-                    f".tsv, .csv, .jsonl or .txt (optionally .gz)")
+    kind = (f"file type {extension!r}" if extension else
+            "file type (no extension)")
+    raise UserError(f"{path}: unknown {kind}; rename the file to end in "
+                    ".tsv, .csv, .jsonl or .txt (optionally followed by .gz)")
   return extension
 
 
@@ -52,17 +54,31 @@ def expand_files(spec, flag, plain_text=False):
       matches = sorted(tf.io.gfile.glob(item))
       matches = [m for m in matches if not tf.io.gfile.isdir(m)]
       if not matches:
-        raise UserError(f"--{flag}: the pattern {item!r} matches no file")
+        raise UserError(f"--{flag}: the pattern {item!r} matches no file"
+                        f"{_relative_to(item)}; check the path, and quote "
+                        "the pattern so that the shell passes it unexpanded")
       paths.extend(matches)
     elif not tf.io.gfile.exists(item):
-      raise UserError(f"--{flag}: {item}: file not found")
+      raise UserError(f"--{flag}: {item}: file not found{_relative_to(item)}; "
+                      "check the path")
+    elif tf.io.gfile.isdir(item):
+      raise UserError(f"--{flag}: {item} is a directory; name its files, "
+                      f"e.g. {os.path.join(item, '*.tsv')}")
     else:
       paths.append(item)
   if not paths:
-    raise UserError(f"--{flag} names no file")
+    raise UserError(f"--{flag}={spec!r} names no file; give comma-separated "
+                    "paths or globs")
   for path in paths if not plain_text else ():
     file_format(path)  # an unknown type is an error before any reading
   return paths
+
+
+def _relative_to(path):
+  """' (relative to DIR)' for a relative local path, else ''."""
+  if "://" in path or os.path.isabs(path):
+    return ""
+  return f" (relative to {os.getcwd()})"
 
 
 class BadRows:
@@ -101,13 +117,24 @@ def _decoded_lines(path):
         if number == 1:
           text = text.lstrip("\ufeff")  # a byte-order mark is not data
         yield number, text
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-      raise UserError(f"{path}: cannot read the file ({e})")
+    except gzip.BadGzipFile as e:
+      raise UserError(f"{path}: cannot read the file: not gzip data ({e}); "
+                      "a .gz file must be gzip-compressed: compress it with "
+                      "gzip, or drop .gz from its name")
+    except EOFError as e:
+      raise UserError(f"{path}: cannot read the file: the gzip data ends "
+                      f"early ({e}); it is truncated: compress or copy it "
+                      "again")
+    except (OSError, tf.errors.OpError) as e:
+      message = getattr(e, "message", None) or str(e)
+      raise UserError(f"{path}: cannot read the file ({message}); check that "
+                      "it is a readable file")
 
 
 def _not_utf8(path, number, error):
-  return (f"{path}:{number}: not valid UTF-8 (byte {error.start} of the line: "
-          f"{error.reason}); save the file as UTF-8")
+  return (f"{path}:{number}: not valid UTF-8 (byte {error.start} of the "
+          f"line: {error.reason}); save the file as UTF-8 (e.g. `iconv -f "
+          "latin1 -t utf-8`)")
 
 
 class RowReader:
@@ -134,16 +161,16 @@ class RowReader:
   def rows(self):
     """Yields Row for every good row of every file, in order."""
     for path in self.paths:
-      count = 0
+      count, skipped_before = 0, self.bad_rows.count
       kind = file_format(path)
       reader = {"tsv": self._tsv_rows, "csv": self._csv_rows,
                 "jsonl": self._jsonl_rows, "txt": self._txt_rows}[kind]
       for row in reader(path):
         count += 1
         yield row
-      if count == 0 and not self.bad_rows.count:
+      if count == 0 and self.bad_rows.count == skipped_before:
         raise UserError(f"{path}: no rows (the file is empty or has only a "
-                        "header); remove it from the file list")
+                        "header); add rows or remove it from the file list")
 
   def _check_header(self, path, header):
     missing = [c for c in self.columns if c not in header]
@@ -151,7 +178,8 @@ class RowReader:
       raise UserError(
           f"{path}:1: no column {missing[0]!r}; the header has "
           f"{list(header)}. Name the right column with the --*_column flags "
-          f"(the first line of a .{file_format(path)} file is its header)")
+          f"(--text_column, --label_column, ...), or add a header line: the "
+          f"first line of a .{file_format(path)} file names its columns")
     return [header.index(c) for c in self.columns]
 
   def _tsv_rows(self, path):
@@ -172,7 +200,8 @@ class RowReader:
       fields = line.split("\t")
       if len(fields) != width:
         self.bad(f"{path}:{number}: {len(fields)} tab-separated fields, the "
-                 f"header has {width}; a text may not contain a tab")
+                 f"header has {width}; give every row one field per column "
+                 "(a .tsv text may not contain a tab)")
         continue
       yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
                                                              indices)})
@@ -186,7 +215,8 @@ class RowReader:
         state["line"] = number
         if isinstance(line, UnicodeDecodeError):
           raise UserError(_not_utf8(path, number, line) +
-                          " (a CSV row with bad bytes cannot be skipped)")
+                          " (--skip_bad_rows cannot skip bad bytes in a "
+                          ".csv file)")
         yield line
 
     reader = csv.reader(text_lines(), strict=True)
@@ -198,10 +228,13 @@ class RowReader:
       except StopIteration:
         return
       except csv.Error as e:
+        problem = ("a double quote opened in this row is never closed"
+                   if "unexpected end of data" in str(e) else str(e))
         raise UserError(
-            f"{path}:{start}: broken CSV ({e}); a field with commas, quotes "
-            "or line breaks must be in double quotes, with \"\" for a quote "
-            "inside it. This is not a row that can be skipped")
+            f"{path}:{start}: broken CSV ({problem}); a field with commas, "
+            "quotes or line breaks must be in double quotes, with \"\" for "
+            "a quote inside it (--skip_bad_rows cannot skip a broken quote: "
+            "where the row ends is unknown)")
       number, start = start, state["line"] + 1
       if indices is None:
         indices = self._check_header(path, [c.strip() for c in fields])
@@ -211,7 +244,8 @@ class RowReader:
         continue
       if len(fields) != width:
         self.bad(f"{path}:{number}: {len(fields)} fields, the header has "
-                 f"{width}; quote fields that contain commas")
+                 f"{width}; give every row one field per column, and put "
+                 "double quotes around a field that contains commas")
         continue
       yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
                                                              indices)})
@@ -236,7 +270,8 @@ class RowReader:
       missing = [c for c in self.columns if c not in record]
       if missing:
         self.bad(f"{path}:{number}: no key {missing[0]!r}; the object has "
-                 f"{sorted(record)}")
+                 f"{sorted(record)}. Add the key, or name the right one with "
+                 "the --*_column flags (--text_column, --label_column, ...)")
         continue
       values = {}
       for column in self.columns:
@@ -246,7 +281,8 @@ class RowReader:
         values[column] = value if isinstance(value, str) else json.dumps(value)
       if len(values) != len(self.columns):
         self.bad(f"{path}:{number}: key {column!r} holds "
-                 f"{json.dumps(value)[:40]}, not a string or number")
+                 f"{json.dumps(value)[:40]}, not a string or number; write "
+                 "a string there")
         continue
       yield Row(path, number, values)
 
@@ -266,15 +302,18 @@ class RowReader:
 
 
 def read_text_chunks(paths, text_column=TEXT_COLUMN, skip_bad_rows=False,
-                     plain_text=False):
+                     plain_text=False, bad_rows=None):
   """Yields (path, line number, str) pieces of the raw text of a corpus,
   streamed: every line of a .txt file, newline kept; for .tsv/.csv/.jsonl
   files, the `text_column` of each row followed by a newline (plain_text:
   every file is read as .txt). Invalid UTF-8 in a text file is an error
-  (skipping it would tear the text)."""
+  (skipping it would tear the text). bad_rows: a BadRows that counts the
+  table rows skipped under skip_bad_rows."""
   for path in paths:
     if not plain_text and file_format(path) != "txt":
       reader = RowReader([path], [text_column], skip_bad_rows)
+      if bad_rows is not None:
+        reader.bad_rows = bad_rows
       for row in reader.rows():
         yield path, row.line, row.values[text_column] + "\n"
       continue
@@ -285,4 +324,5 @@ def read_text_chunks(paths, text_column=TEXT_COLUMN, skip_bad_rows=False,
       empty = empty and not line.strip()
       yield path, number, line
     if empty:
-      raise UserError(f"{path}: the file is empty; remove it from the list")
+      raise UserError(f"{path}: the file is empty; add text or remove it "
+                      "from the file list")

@@ -19,7 +19,7 @@ from absl import logging
 
 from trainers import language_model_data as data
 from trainers.config import preset_architecture
-from trainers.data_files import expand_files, read_text_chunks
+from trainers.data_files import BadRows, expand_files, read_text_chunks
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
 from trainers.task import WARMUP_EXAMPLES, Task, token_metrics
@@ -46,6 +46,7 @@ class LanguageModelTask(Task):
       raise UserError(f"--tokenizer={tokenizer} is not available for "
                       f"language_model; choose one of {list(TOKENIZERS)}")
     self._train_characters = None
+    self._skipped = 0  # table rows of the training files skipped (bad)
 
   def _columns(self):
     return self.config.text_column, self.config.skip_bad_rows
@@ -60,8 +61,13 @@ class LanguageModelTask(Task):
     """The number of training characters, counted in one streamed pass:
     all of the text with --eval_files, else all but the last 10%."""
     if self._train_characters is None:
+      skipped = BadRows()
       total = sum(len(line) for _, _, line in read_text_chunks(
-          self.train_paths(), *self._columns()))
+          self.train_paths(), *self._columns(), bad_rows=skipped))
+      self._skipped = skipped.count
+      if skipped.count:
+        logging.warning("Skipped %d bad training rows, e.g. %s",
+                        skipped.count, skipped.examples[0])
       self._train_characters = (total if self.config.eval_files else
                                 int(total * (1 - data.VALIDATION_FRACTION)))
       if self._train_characters < 100:
@@ -91,7 +97,8 @@ class LanguageModelTask(Task):
     return max(1, self._boundary() // length)
 
   def data_report(self):
-    return {"train_characters": self._boundary()}
+    return {"train_characters": self._boundary(),
+            "skipped_rows": self._skipped}
 
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:

@@ -41,7 +41,8 @@ class MaskedLMTask(Task):
   def __init__(self, config):
     super().__init__(config)
     self._count = None
-    self._skipped = 0
+    self._skipped = 0  # bad rows of the last full pass (training or dev)
+    self._train_skipped = 0  # bad training rows
 
   def train_paths(self):
     if not self.config.train_files:
@@ -57,7 +58,8 @@ class MaskedLMTask(Task):
     for row in reader.rows():
       text = row.values[column]
       if not text.strip():
-        reader.bad(f"{row.path}:{row.line}: empty text in column {column!r}")
+        reader.bad(f"{row.path}:{row.line}: empty text in column {column!r}; "
+                   "write a text there or remove the row")
         continue
       if stop is not None and index >= stop:
         return
@@ -69,10 +71,11 @@ class MaskedLMTask(Task):
   def _row_count(self):
     if self._count is None:
       self._count = sum(1 for _ in self._texts(self.train_paths()))
+      self._train_skipped = self._skipped
       if self._count == 0:
         raise UserError(f"--train_files={self.config.train_files}: no text")
-      if self._skipped:
-        logging.warning("Skipped %d bad training rows", self._skipped)
+      if self._train_skipped:
+        logging.warning("Skipped %d bad training rows", self._train_skipped)
     return self._count
 
   def _held_out(self):
@@ -86,7 +89,7 @@ class MaskedLMTask(Task):
 
   def data_report(self):
     return {"train_rows": self.num_train_examples(),
-            "skipped_rows": self._skipped}
+            "skipped_rows": self._train_skipped}
 
   def describe_eval_data(self):
     if self.config.eval_files:

@@ -50,7 +50,8 @@ class TranslationTask(Task):
   def __init__(self, config):
     super().__init__(config)
     self._count = None
-    self._skipped = 0
+    self._skipped = 0  # bad pairs seen by every pass so far (train and dev)
+    self._train_skipped = 0  # bad training pairs (one pass)
 
   # --- reading ------------------------------------------------------------
 
@@ -110,7 +111,8 @@ class TranslationTask(Task):
       if not source_text.strip() or not target_text.strip():
         empty = source_path if not source_text.strip() else target_path
         self._bad(f"{empty}:{number}: empty line (line {number} of "
-                  f"{source_path} and {target_path} must both hold text)")
+                  f"{source_path} and {target_path} must both hold text); "
+                  "write the text there, or remove the line from both files")
         continue
       yield source_text, target_text
 
@@ -142,16 +144,18 @@ class TranslationTask(Task):
 
   def num_train_examples(self):
     if self._count is None:
+      before = self._skipped
       self._count = sum(1 for _ in self.pairs("train"))
+      self._train_skipped = self._skipped - before
       if self._count == 0:
         raise UserError("the training files hold no sentence pairs")
-      if self._skipped:
-        logging.warning("Skipped %d bad training pairs", self._skipped)
+      if self._train_skipped:
+        logging.warning("Skipped %d bad training pairs", self._train_skipped)
     return self._count
 
   def data_report(self):
     return {"train_rows": self.num_train_examples(),
-            "skipped_rows": self._skipped}
+            "skipped_rows": self._train_skipped}
 
   def describe_eval_data(self):
     layout, first, second = self._files("eval")
