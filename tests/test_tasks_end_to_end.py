@@ -23,15 +23,6 @@ import pytest
 
 from tests import task_harness as harness
 
-# masked_lm draws its masks with a stateful RNG applied after the pipeline's
-# skip of the batches already trained: a resumed run masks its first batch
-# as the first batch of the run. Fix (trainers/masked_lm_task.py): mask
-# before skipping.
-MASKS_NOT_RESUMED = pytest.mark.xfail(
-    strict=True, reason="masked_lm masks restart at a resume (masked_lm_task "
-    "masks after the pipeline's skip)")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """runs(task name) -> KilledAndUninterrupted, run once per task."""
@@ -54,9 +45,7 @@ def read_json(*path):
     return json.load(f)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=MASKS_NOT_RESUMED) if name == "masked_lm"
-    else name for name in harness.CASES])
+@pytest.mark.parametrize("name", list(harness.CASES))
 def test_kill_9_and_rerun_is_exact(name, runs):
   run = runs(name)
   assert run.killed_after and max(

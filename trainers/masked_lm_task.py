@@ -14,18 +14,19 @@ import os
 import numpy as np
 import tensorflow as tf
 import keras
-import keras_hub
 from absl import logging
 
 from trainers import classification_data
 from trainers.config import preset_architecture
 from trainers.data_files import RowReader, expand_files
 from trainers.errors import UserError
+from trainers.masking import mask_tokens
 from trainers.task import WARMUP_EXAMPLES, Task
 from zoo.tokenizers.wordpiece import (MASK, PAD_ID, learn_wordpiece_vocabulary,
                                       read_vocabulary, write_vocabulary)
 
 MASK_RATE = 0.15
+EVAL_MASK_SEED = 1234  # the dev text's masks are the same for every run
 HELD_OUT_FRACTION = 0.1  # of the training rows, when there are no eval files
 VOCABULARY_FILE = "vocab.txt"
 
@@ -147,22 +148,20 @@ class MaskedLMTask(Task):
                                       tf.int32)})
     return model
 
-  def _masker(self, tokenizer):
+  def _masker(self, tokenizer, seed):
+    """(batch index, (ids, labels)) -> (features, targets): BERT masking
+    keyed by (seed, batch index) (trainers/masking.py)."""
     vocabulary = read_vocabulary(tokenizer.vocabulary_file)
     special = [i for i, token in enumerate(vocabulary)
                if token.startswith("[") and token.endswith("]")]
-    return keras_hub.layers.MaskedLMMaskGenerator(
-        vocabulary_size=tokenizer.vocabulary_size,
-        mask_selection_rate=MASK_RATE, mask_token_id=vocabulary.index(MASK),
-        mask_selection_length=max_predictions(tokenizer.sequence_length),
-        unselectable_token_ids=sorted(set(special + [PAD_ID])))
+    unselectable = sorted(set(special + [PAD_ID]))
 
-  def _mask(self, masker):
-    def mask(ids, unused_labels):
-      out = masker(ids)
-      features = {"token_ids": out["token_ids"],
-                  "mask_positions": out["mask_positions"]}
-      return features, {"ids": out["mask_ids"], "weights": out["mask_weights"]}
+    def mask(index, batch):
+      ids, _ = batch
+      return mask_tokens(ids, index, seed, MASK_RATE,
+                         max_predictions(tokenizer.sequence_length),
+                         vocabulary.index(MASK), tokenizer.vocabulary_size,
+                         unselectable)
     return mask
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
@@ -172,13 +171,15 @@ class MaskedLMTask(Task):
         self._dataset(train=True),
         max(1, min(self.num_train_examples(), self.config.shuffle_buffer_size)),
         tokenizer, global_batch_size, self.config.seed, skip_batches)
-    return ds.map(self._mask(self._masker(tokenizer)))
+    # Batch i of the run is masked by (seed, i), also after a resume.
+    return ds.enumerate(start=skip_batches).map(
+        self._masker(tokenizer, self.config.seed))
 
   def eval_dataset(self, tokenizer, batch_size):
     ds = classification_data.eval_dataset(self._dataset(train=False),
                                           tokenizer, batch_size)
-    # Cached: every evaluation scores the same masked positions.
-    return ds.map(self._mask(self._masker(tokenizer))).cache()
+    # Every evaluation scores the same masked positions.
+    return ds.enumerate().map(self._masker(tokenizer, EVAL_MASK_SEED)).cache()
 
   def per_example_loss(self, targets, logits):
     """Mean cross-entropy over each example's masked tokens: float32[B]."""

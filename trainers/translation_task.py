@@ -174,8 +174,14 @@ class TranslationTask(Task):
                                    self.config.vocabulary_sample_lines))
     sources = [source for source, _ in sample]
     targets = [target for _, target in sample]
-    model = learn_sentencepiece(sources + targets,
-                                architecture["vocabulary_size"])
+    try:
+      model = learn_sentencepiece(sources + targets,
+                                  architecture["vocabulary_size"])
+    except RuntimeError as e:  # e.g. "Vocabulary size too high (6000) ..."
+      raise UserError(
+          f"cannot learn a {architecture['vocabulary_size']}-piece "
+          f"SentencePiece vocabulary from these {len(sample)} sentence pairs "
+          f"({e}); pass a smaller --vocabulary_size") from None
     write_model(model, os.path.join(model_dir, VOCABULARY_FILE))
     return {"family": self.family, "task": self.name,
             "preset": self.config.preset, "architecture": architecture,
