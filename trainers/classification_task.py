@@ -140,7 +140,7 @@ class TextClassificationTask(Task):
       for example in self.examples(reader, given):
         count += 1
         seen.add(self._given_labels[example[-1]] if given else example[-1])
-        if len(sample) < limit:
+        if count <= limit:  # the first rows (both texts of a pair)
           sample.extend(example[:-1])
       if count == 0:
         raise UserError(f"--train_files={self.config.train_files}: no "
