@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, data_flags, python_env, seed_model_dir
+from tests.task_harness import wait_for
 
 STEPS = 30
 FAMILIES = {
@@ -234,17 +235,6 @@ def test_mixed_precision_and_xla_train_under_the_strategies(reference_runs):
     assert abs(losses[0] - reference) < 0.05 * reference, (run, losses[0])
     assert all(np.isfinite(value) for value in results["final"].values()
                if isinstance(value, float)), run  # the dev metrics too
-
-
-def wait_for(predicate, process, what, timeout=300):
-  deadline = time.time() + timeout
-  while not predicate():
-    if process.poll() is not None:
-      raise AssertionError(f"the run ended (rc {process.returncode}) before "
-                           f"{what}")
-    if time.time() > deadline:
-      raise AssertionError(f"timed out waiting for {what}")
-    time.sleep(0.05)
 
 
 def test_kill_9_and_rerun_finishes_like_an_uninterrupted_run(reference_runs,
