@@ -49,31 +49,36 @@ TASKS = ("text_classification", "language_model")
 FORMATS = ("csv", "jsonl.gz")
 GOAL_RATIO = 1.2  # issue 19: peak RSS at 10x within 1.2x of 1x
 
-flags.DEFINE_list("tasks", list(TASKS), f"Which of {list(TASKS)} to measure.")
-flags.DEFINE_integer("scale", 10, "How many times larger the big corpus is.",
-                     lower_bound=2)
-flags.DEFINE_enum("format", "csv", FORMATS, "File type of the classification "
-                  "corpora.")
-flags.DEFINE_string("sst2_train", "data/sst2/train.tsv", "SST-2 training rows "
-                    "(sentence, label), the 1x classification corpus.")
-flags.DEFINE_string("sst2_dev", "data/sst2/dev.tsv", "SST-2 dev rows.")
-flags.DEFINE_string("shakespeare", "data/tinyshakespeare/input.txt",
-                    "The language model's text.")
-flags.DEFINE_integer("classification_steps", 200, "Training steps of each "
-                     "text_classification run.", lower_bound=1)
-flags.DEFINE_integer("language_model_steps", 200, "Training steps of each "
-                     "language_model run.", lower_bound=1)
-flags.DEFINE_integer("vocabulary_sample_lines", 20_000, "--vocabulary_sample_"
-                     "lines of every run.", lower_bound=1)
-flags.DEFINE_integer("shuffle_buffer_size", 100_000, "--shuffle_buffer_size "
-                     "of every run (the trainer's default).", lower_bound=1)
-flags.DEFINE_float("poll_seconds", 0.5, "How often the RSS timeline is "
-                   "sampled from /proc (the peak comes from the kernel).")
-flags.DEFINE_string("work_dir", "", "Where corpora and model_dirs go "
-                    "(default: a temp dir, deleted afterwards).")
-flags.DEFINE_string("output", os.path.join(environment.ROOT, "benchmarks",
-                                           "results", "data_memory.json"),
-                    "Where the JSON goes.")
+def define_flags():
+  """The command line's flags; defined only when this runs as a program, so
+  that tests can import its functions next to other benchmarks' flags."""
+  flags.DEFINE_list("tasks", list(TASKS), f"Which of {list(TASKS)} to measure.")
+  flags.DEFINE_integer("scale", 10, "How many times larger the big corpus is.",
+                       lower_bound=2)
+  flags.DEFINE_enum("format", "csv", FORMATS, "File type of the classification "
+                    "corpora.")
+  flags.DEFINE_string("sst2_train", "data/sst2/train.tsv", "SST-2 training rows "
+                      "(sentence, label), the 1x classification corpus.")
+  flags.DEFINE_string("sst2_dev", "data/sst2/dev.tsv", "SST-2 dev rows.")
+  flags.DEFINE_string("shakespeare", "data/tinyshakespeare/input.txt",
+                      "The language model's text.")
+  flags.DEFINE_integer("classification_steps", 200, "Training steps of each "
+                       "text_classification run.", lower_bound=1)
+  flags.DEFINE_integer("language_model_steps", 200, "Training steps of each "
+                       "language_model run.", lower_bound=1)
+  flags.DEFINE_integer("vocabulary_sample_lines", 20_000, "--vocabulary_sample_"
+                       "lines of every run.", lower_bound=1)
+  flags.DEFINE_integer("shuffle_buffer_size", 100_000, "--shuffle_buffer_size "
+                       "of every run (the trainer's default).", lower_bound=1)
+  flags.DEFINE_float("poll_seconds", 0.5, "How often the RSS timeline is "
+                     "sampled from /proc (the peak comes from the kernel).")
+  flags.DEFINE_string("work_dir", "", "Where corpora and model_dirs go "
+                      "(default: a temp dir, deleted afterwards).")
+  flags.DEFINE_string("output", os.path.join(environment.ROOT, "benchmarks",
+                                             "results", "data_memory.json"),
+                      "Where the JSON goes.")
+
+
 FLAGS = flags.FLAGS
 
 MIB = 1 << 20
@@ -410,4 +415,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
