@@ -27,7 +27,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -238,7 +237,7 @@ class KilledAndUninterrupted:
   """Two model_dirs of the same run: one trained through, one killed with
   SIGKILL after its first checkpoint and rerun."""
   uninterrupted: str  # its model_dir
-  results: dict  # what its train_and_evaluate returned
+  results: dict  # its results.json
   killed: str  # the killed-and-rerun model_dir
   killed_after: list  # the checkpoints the killed run had listed when killed
   rerun_log: str  # the rerun's stderr
@@ -248,45 +247,37 @@ def kill_and_rerun(case, folder, export_base=""):
   """Writes case's data twice under `folder` (one copy per run). Starts
   `python -m trainers.train` of the case, kills it with SIGKILL as soon as
   its first checkpoint is listed and reruns the same command to the end;
-  meanwhile trains the same run uninterrupted in this process (importing
-  TensorFlow once for every case), exporting to `export_base` if given."""
-  import keras
-  from trainers.config import TrainConfig
-  from trainers.loop import train_and_evaluate
+  meanwhile the same command trains uninterrupted in another process
+  (exporting to `export_base` if given). Both runs are subprocesses with the
+  same environment, so nothing this test process has imported or set can
+  make their arithmetic differ."""
   folder = str(folder)
   flags = {}
   for run in ("uninterrupted", "killed"):
     os.makedirs(os.path.join(folder, run))
     flags[run] = train_flags(case, os.path.join(folder, run),
                              os.path.join(folder, run, "model"))
+  if export_base:
+    flags["uninterrupted"]["export_dir"] = export_base
   killed_dir = flags["killed"]["model_dir"]
   command = train_command(flags["killed"])
   log_path = os.path.join(folder, "killed.log")
   with open(log_path, "wb") as log:
     first = subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(),
                              stdout=subprocess.DEVNULL, stderr=log)
-  outcome = {}
-
-  def kill_after_first_checkpoint():
-    try:
-      wait_for(lambda: checkpoint_listed(killed_dir, CHECKPOINT_EVERY), first,
-               "the first checkpoint")
-    except AssertionError as e:
-      outcome["error"] = e
-    first.send_signal(signal.SIGKILL)  # no handler runs, nothing is flushed
-
-  killer = threading.Thread(target=kill_after_first_checkpoint)
-  killer.start()
+  through = subprocess.Popen(train_command(flags["uninterrupted"]),
+                             cwd=REPO_ROOT, env=python_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
   try:
-    results = train_and_evaluate(TrainConfig(**flags["uninterrupted"],
-                                             export_dir=export_base))
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
-    killer.join()
-    first.wait(timeout=60)
-  if "error" in outcome:
+    wait_for(lambda: checkpoint_listed(killed_dir, CHECKPOINT_EVERY), first,
+             "the first checkpoint")
+  except AssertionError as e:
     with open(log_path, encoding="utf-8", errors="replace") as f:
-      raise AssertionError(f"{outcome['error']}\n{f.read()[-3000:]}")
+      raise AssertionError(f"{e}\n{f.read()[-3000:]}")
+  finally:
+    first.send_signal(signal.SIGKILL)  # no handler runs, nothing is flushed
+    first.wait(timeout=60)
   assert first.returncode == -signal.SIGKILL
   with open(os.path.join(killed_dir, "checkpoints", "checkpoint"),
             encoding="utf-8") as f:
@@ -294,12 +285,16 @@ def kill_and_rerun(case, folder, export_base=""):
                               f.read())
   assert not os.path.exists(os.path.join(killed_dir, "results.json")), (
       "the run ended before the kill")
-
   rerun = subprocess.run(command, cwd=REPO_ROOT, env=python_env(),
                          capture_output=True, text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  return KilledAndUninterrupted(flags["uninterrupted"]["model_dir"], results,
-                                killed_dir, killed_after, rerun.stderr)
+  _, through_log = through.communicate(timeout=600)
+  assert through.returncode == 0, through_log[-3000:]
+  model_dir = flags["uninterrupted"]["model_dir"]
+  with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as f:
+    results = json.load(f)
+  return KilledAndUninterrupted(model_dir, results, killed_dir, killed_after,
+                                rerun.stderr)
 
 
 # --- processes ------------------------------------------------------------------
