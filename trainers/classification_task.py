@@ -57,6 +57,7 @@ class TextClassificationTask(Task):
   supports_init_checkpoint = True
   primary_metric = "accuracy"
   higher_is_better = True
+  train_files_help = "the training data (.tsv, .csv, .jsonl)"
 
   def __init__(self, config):
     super().__init__(config)
@@ -81,12 +82,6 @@ class TextClassificationTask(Task):
 
   def reader(self, paths):
     return RowReader(paths, self.columns(), self.config.skip_bad_rows)
-
-  def train_paths(self):
-    if not self.config.train_files:
-      raise UserError("--train_files is required: the training data "
-                      "(.tsv, .csv, .jsonl; globs and comma-separated lists)")
-    return expand_files(self.config.train_files, "train_files")
 
   def eval_paths(self):
     if not self.config.eval_files:
@@ -285,11 +280,6 @@ class TextClassificationTask(Task):
           lambda t: tf.repeat(t, 2, axis=0), ids), tf.repeat(y, 2, axis=0)))
     return ds
 
-  def shuffle_buffer(self):
-    """The whole training set when it fits in --shuffle_buffer_size rows."""
-    return max(1, min(self.num_train_examples(),
-                      self.config.shuffle_buffer_size))
-
   def eval_dataset(self, tokenizer, batch_size):
     return classification_data.eval_dataset(
         self.examples_dataset(self.eval_paths(), check_first=True), tokenizer,
@@ -297,7 +287,7 @@ class TextClassificationTask(Task):
 
   def count_tokens(self, features, unused_targets):
     """Non-padding input tokens in a batch (for tokens/s)."""
-    ids = features["token_ids"] if isinstance(features, dict) else features
+    ids = classification_data.token_ids(features)
     return tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.float32))
 
   def per_example_loss(self, labels, logits):

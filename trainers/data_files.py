@@ -182,6 +182,16 @@ class RowReader:
           f"first line of a .{file_format(path)} file names its columns")
     return [header.index(c) for c in self.columns]
 
+  def _row(self, path, number, fields, width, indices, what, hint):
+    """The Row of a TSV/CSV line's fields, or None (counted by `bad`) when
+    it has another number of fields than the header."""
+    if len(fields) != width:
+      self.bad(f"{path}:{number}: {len(fields)} {what}, the header has "
+               f"{width}; give every row one field per column, {hint}")
+      return None
+    return Row(path, number, {c: fields[i] for c, i in zip(self.columns,
+                                                            indices)})
+
   def _tsv_rows(self, path):
     indices = None
     for number, line in _decoded_lines(path):
@@ -197,14 +207,11 @@ class RowReader:
         continue
       if not line.strip():
         continue
-      fields = line.split("\t")
-      if len(fields) != width:
-        self.bad(f"{path}:{number}: {len(fields)} tab-separated fields, the "
-                 f"header has {width}; give every row one field per column "
-                 "(a .tsv text may not contain a tab)")
-        continue
-      yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
-                                                             indices)})
+      row = self._row(path, number, line.split("\t"), width, indices,
+                      "tab-separated fields", "and a .tsv text may not "
+                      "contain a tab")
+      if row is not None:
+        yield row
 
   def _csv_rows(self, path):
     lines = _decoded_lines(path)
@@ -242,13 +249,11 @@ class RowReader:
         continue
       if not fields or (len(fields) == 1 and not fields[0].strip()):
         continue
-      if len(fields) != width:
-        self.bad(f"{path}:{number}: {len(fields)} fields, the header has "
-                 f"{width}; give every row one field per column, and put "
-                 "double quotes around a field that contains commas")
-        continue
-      yield Row(path, number, {c: fields[i] for c, i in zip(self.columns,
-                                                             indices)})
+      row = self._row(path, number, fields, width, indices, "fields",
+                      "and put double quotes around a field that contains "
+                      "commas")
+      if row is not None:
+        yield row
 
   def _jsonl_rows(self, path):
     for number, line in _decoded_lines(path):

@@ -38,6 +38,7 @@ class LanguageModelTask(Task):
   family = "decoder"
   primary_metric = "loss"
   higher_is_better = False
+  train_files_help = "the text to train on (.txt, or a table's --text_column)"
 
   def __init__(self, config):
     super().__init__(config)
@@ -50,12 +51,6 @@ class LanguageModelTask(Task):
 
   def _columns(self):
     return self.config.text_column, self.config.skip_bad_rows
-
-  def train_paths(self):
-    if not self.config.train_files:
-      raise UserError("--train_files is required: the text to train on "
-                      "(.txt files; globs and comma-separated lists)")
-    return expand_files(self.config.train_files, "train_files")
 
   def _boundary(self):
     """The number of training characters, counted in one streamed pass:

@@ -38,17 +38,13 @@ class MaskedLMTask(Task):
   family = "encoder"
   primary_metric = "accuracy"  # masked-token accuracy on the dev text
   higher_is_better = True
+  train_files_help = "the text to pretrain on"
 
   def __init__(self, config):
     super().__init__(config)
     self._count = None
     self._skipped = 0  # bad rows of the last full pass (training or dev)
     self._train_skipped = 0  # bad training rows
-
-  def train_paths(self):
-    if not self.config.train_files:
-      raise UserError("--train_files is required: the text to pretrain on")
-    return expand_files(self.config.train_files, "train_files")
 
   def _texts(self, paths, start=0, stop=None):
     """Yields the good texts of `paths` with index in [start, stop)."""
@@ -169,7 +165,7 @@ class MaskedLMTask(Task):
     del num_replicas  # batches of examples split evenly without help
     ds = classification_data.train_dataset(
         self._dataset(train=True),
-        max(1, min(self.num_train_examples(), self.config.shuffle_buffer_size)),
+        self.shuffle_buffer(),
         tokenizer, global_batch_size, self.config.seed, skip_batches)
     # Batch i of the run is masked by (seed, i), also after a resume.
     return ds.enumerate(start=skip_batches).map(

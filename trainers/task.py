@@ -25,6 +25,7 @@ Tasks are registered by name in trainers/tasks.py (a plain dict).
 import numpy as np
 import tensorflow as tf
 
+from trainers.data_files import expand_files
 from trainers.errors import UserError
 from trainers.train_step import example_count
 from zoo import model_config as zoo_model_config
@@ -54,6 +55,21 @@ class Task:
     return self
 
   # --- data ---------------------------------------------------------------
+
+  train_files_help = "the training data"  # what --train_files holds, for errors
+
+  def train_paths(self):
+    """--train_files expanded; UserError if it names nothing."""
+    if not self.config.train_files:
+      raise UserError(f"--train_files is required: {self.train_files_help} "
+                      "(comma-separated paths and globs)")
+    return expand_files(self.config.train_files, "train_files")
+
+  def shuffle_buffer(self):
+    """Rows shuffled together: the whole training set when it fits in
+    --shuffle_buffer_size rows."""
+    return max(1, min(self.num_train_examples(),
+                      self.config.shuffle_buffer_size))
 
   def num_train_examples(self):
     raise NotImplementedError

@@ -32,13 +32,6 @@ from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 VOCABULARY_FILE = "spm.model"
 
 
-class BadPairs:
-  """Counts skipped pairs of line-aligned files."""
-
-  def __init__(self):
-    self.count = 0
-
-
 class TranslationTask(Task):
   """Everything task-specific the training loop needs for a translator."""
 
@@ -195,7 +188,7 @@ class TranslationTask(Task):
     del num_replicas  # batches of examples split evenly without help
     return data.train_dataset(
         self.pairs_dataset("train"),
-        max(1, min(self.num_train_examples(), self.config.shuffle_buffer_size)),
+        self.shuffle_buffer(),
         tokenizer, global_batch_size, self.config.seed, skip_batches)
 
   def eval_dataset(self, tokenizer, batch_size):
