@@ -81,9 +81,13 @@ def parse_text_proto(path, message):
       text = f.read()
   except OSError as e:
     raise ConfigError(f"cannot read {path}: {e}") from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(
+        f"{path} is not a valid {message.DESCRIPTOR.name}: not UTF-8 text "
+        f"(byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
   try:
     return text_format.Parse(text, message)
-  except text_format.ParseError as e:
+  except (text_format.ParseError, ValueError) as e:  # ValueError: e.g. bad \x escapes
     raise ConfigError(f"{path} is not a valid {message.DESCRIPTOR.name}: {e}") from None
 
 

@@ -2,6 +2,10 @@
 
 Every layer raises `ServingError`; the gRPC service turns it into a status, the
 REST API into an HTTP code and `{"error": message}` (TF Serving's mapping).
+A message never grows with the request: `echo()` cuts every piece of input a
+message quotes (names, keys, values) and the message as a whole, so a 100,000
+character model name still comes back as a small NOT_FOUND (a status message
+over ~8 KB makes the stock grpcio client report RESOURCE_EXHAUSTED instead).
 """
 
 import grpc
@@ -30,11 +34,31 @@ _HTTP_STATUS = {
 # tensorflow.error.Code numbers are the gRPC status numbers.
 _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
+# UTF-8 bytes of one quoted piece of input, and of a whole message. gRPC
+# percent-encodes a status message (up to 3 bytes per byte) into a trailer that
+# clients accept up to 8 KB, so 2 KB always arrives.
+ECHO_LIMIT = 256
+MESSAGE_LIMIT = 2048
+
+
+def echo(value, limit=ECHO_LIMIT):
+  """`value` as text for an error message, cut to `limit` UTF-8 bytes."""
+  text = value if isinstance(value, str) else str(value)
+  if len(text) <= limit // 4:  # Fast path: cannot be over the limit.
+    return text
+  data = text.encode("utf-8", "surrogatepass")
+  if len(data) <= limit:
+    return text
+  suffix = f"...({len(text)} characters)"
+  cut = data[:max(0, limit - len(suffix))].decode("utf-8", "ignore")
+  return cut + suffix
+
 
 class ServingError(Exception):
   """A request failed with `code` (a grpc.StatusCode) and `message`."""
 
   def __init__(self, code, message):
+    message = echo(message, MESSAGE_LIMIT)
     super().__init__(message)
     self.code = code
     self.message = message

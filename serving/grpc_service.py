@@ -2,14 +2,18 @@
 
 Servicers translate `ServingError` into gRPC status codes with TF Serving's
 messages; the request deadline is passed down so a Session run (or a wait in the
-batch queue) stops when the client stops waiting.
+batch queue) stops when the client stops waiting. The services are registered
+like the generated `add_*Servicer_to_server`, except that a request whose bytes
+do not parse is answered INTERNAL (as gRPC C++ answers it) with one log line,
+not grpcio's traceback (serving/error_log.py).
 """
 
 import concurrent.futures
-import logging
 import time
 
 import grpc
+from google.protobuf import message as message_lib
+from google.protobuf import message_factory
 from grpc_health.v1 import health
 from grpc_health.v1 import health_pb2
 from grpc_health.v1 import health_pb2_grpc
@@ -21,9 +25,8 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import error_log
 from serving import errors
-
-log = logging.getLogger("serving.grpc")
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"].full_name
@@ -37,14 +40,15 @@ def _deadline(context):
   return time.monotonic() + remaining
 
 
-def _serve(context, fn):
+def _serve(context, api, fn):
   try:
     return fn()
   except errors.ServingError as e:
+    error_log.request_failed("GRPC", api, e)
     context.abort(e.code, e.message)
   except Exception as e:  # pylint: disable=broad-except
-    log.exception("internal error")
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    error_log.server_fault("GRPC", api)
+    context.abort(grpc.StatusCode.INTERNAL, errors.echo(f"{type(e).__name__}: {e}", 1024))
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -54,20 +58,24 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._api = api
 
   def Predict(self, request, context):
-    return _serve(context, lambda: self._api.predict(request, "GRPC", _deadline(context)))
+    return _serve(context, "Predict",
+                  lambda: self._api.predict(request, "GRPC", _deadline(context)))
 
   def Classify(self, request, context):
-    return _serve(context, lambda: self._api.classify(request, "GRPC", _deadline(context)))
+    return _serve(context, "Classify",
+                  lambda: self._api.classify(request, "GRPC", _deadline(context)))
 
   def Regress(self, request, context):
-    return _serve(context, lambda: self._api.regress(request, "GRPC", _deadline(context)))
+    return _serve(context, "Regress",
+                  lambda: self._api.regress(request, "GRPC", _deadline(context)))
 
   def MultiInference(self, request, context):
-    return _serve(context,
+    return _serve(context, "MultiInference",
                   lambda: self._api.multi_inference(request, "GRPC", _deadline(context)))
 
   def GetModelMetadata(self, request, context):
-    return _serve(context, lambda: self._api.model_metadata(request, "GRPC"))
+    return _serve(context, "GetModelMetadata",
+                  lambda: self._api.model_metadata(request, "GRPC"))
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -81,7 +89,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
       if not request.HasField("model_spec"):
         raise errors.invalid_argument("Missing ModelSpec")
       return self._manager.model_status(request.model_spec)
-    return _serve(context, run)
+    return _serve(context, "GetModelStatus", run)
 
   def HandleReloadConfigRequest(self, request, context):
     def run():
@@ -92,7 +100,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         metric = response.metric.add()
         metric.name = name
       return response
-    return _serve(context, run)
+    return _serve(context, "HandleReloadConfigRequest", run)
 
 
 def build_server(api, manager, host, port, max_workers, channel_options=()):
@@ -100,9 +108,8 @@ def build_server(api, manager, host, port, max_workers, channel_options=()):
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc"),
       options=list(channel_options))
-  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionServicer(api), server)
-  model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+  _add_service(server, prediction_service_pb2, "PredictionService", PredictionServicer(api))
+  _add_service(server, model_service_pb2, "ModelService", ModelServicer(manager))
   health_servicer = health.HealthServicer(experimental_non_blocking=True)
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
   reflection.enable_server_reflection(
@@ -113,6 +120,49 @@ def build_server(api, manager, host, port, max_workers, channel_options=()):
   if not bound:
     raise OSError(f"cannot bind gRPC port {host}:{port}")
   return server, bound, health_servicer
+
+
+class _Unparsed:
+  """What the deserializer hands a method for bytes that are not its request."""
+
+  def __init__(self, type_name, error):
+    self.type_name = type_name
+    self.error = error
+
+
+def _parser(message_class):
+  def parse(data):
+    try:
+      return message_class.FromString(data)
+    except message_lib.DecodeError as e:
+      return _Unparsed(message_class.DESCRIPTOR.full_name, e)
+  return parse
+
+
+def _refusing_unparsed(method_name, behavior):
+  def handle(request, context):
+    if isinstance(request, _Unparsed):
+      error_log.client_error("GRPC", f"{method_name}: request is not a valid "
+                             f"{request.type_name}: {request.error}")
+      context.abort(grpc.StatusCode.INTERNAL,
+                    f"Failed to parse the request as a {request.type_name}")
+    return behavior(request, context)
+  return handle
+
+
+def _add_service(server, pb2_module, service_name, servicer):
+  """Registers the unary methods of `service_name` (from `pb2_module`) on `servicer`."""
+  service = pb2_module.DESCRIPTOR.services_by_name[service_name]
+  handlers = {}
+  for method in service.methods:
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+    handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+        _refusing_unparsed(method.name, getattr(servicer, method.name)),
+        request_deserializer=_parser(request_class),
+        response_serializer=response_class.SerializeToString)
+  server.add_generic_rpc_handlers(
+      (grpc.method_handlers_generic_handler(service.full_name, handlers),))
 
 
 def _host_for_grpc(host):

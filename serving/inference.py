@@ -41,19 +41,21 @@ def _set_model_spec(out_spec, name, signature_name, version):
 
 
 def _keys(mapping):
-  return ",".join(sorted(mapping))
+  return errors.echo(",".join(sorted(mapping)))
 
 
 # ---- Predict -------------------------------------------------------------------------
 
 
-def predict(servable, request, deadline=None, as_tensor_content=False):
-  """PredictResponse for a PredictRequest, run on `servable`."""
+def predict(servable, request, deadline=None, as_tensor_content=False, max_rows=0):
+  """PredictResponse for a PredictRequest, run on `servable` (inputs of more than
+  `max_rows` rows are refused; 0: no limit)."""
   sig_name = _signature_name(request.model_spec)
   signature = servable.signature_defs.get(sig_name)
   if signature is None:
-    raise errors.failed_precondition(f'Serving signature key "{sig_name}" not found.')
-  feeds = prepare_predict_inputs(signature, request.inputs)
+    raise errors.failed_precondition(
+        f'Serving signature key "{errors.echo(sig_name)}" not found.')
+  feeds = prepare_predict_inputs(signature, request.inputs, max_rows)
   aliases, fetches = _predict_outputs(signature, request.output_filter)
   outputs = servable.run(feeds, fetches, deadline)
   if len(outputs) != len(aliases):
@@ -65,7 +67,7 @@ def predict(servable, request, deadline=None, as_tensor_content=False):
   return response
 
 
-def prepare_predict_inputs(signature, inputs):
+def prepare_predict_inputs(signature, inputs, max_rows=0):
   """{tensor name: ndarray} for a request's input map, validated against `signature`."""
   expected = signature.inputs
   if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
@@ -80,19 +82,20 @@ def prepare_predict_inputs(signature, inputs):
     info = expected.get(alias)
     if info is None:
       raise errors.invalid_argument(
-          f"input tensor alias not found in signature: {alias}. Inputs expected "
+          f"input tensor alias not found in signature: {errors.echo(alias)}. Inputs expected "
           f"to be in the set {{{_keys(expected)}}}.")
     if info.WhichOneof("encoding") != "name":
       raise errors.invalid_argument(
           f"input tensor alias {alias} is not a dense tensor in the signature")
     tensor_codec.check_compatible(alias, inputs[alias], info, position)
+    tensor_codec.check_rows(alias, inputs[alias], max_rows)
     feeds[info.name] = tensor_codec.to_ndarray(inputs[alias], alias)
   for alias in sorted(set(expected) - set(inputs)):
     if alias not in signature.defaults:
       raise errors.invalid_argument(
           f"input size does not match signature: {len(inputs)}!={len(expected)} "
           f"len({{{_keys(inputs)}}}) != len({{{_keys(expected)}}}). Sent extra: {{}}. "
-          f"Missing but required: {{{alias}}}.")
+          f"Missing but required: {{{errors.echo(alias)}}}.")
     feeds[expected[alias].name] = tensor_codec.to_ndarray(signature.defaults[alias], alias)
   return feeds
 
@@ -103,10 +106,10 @@ def _predict_outputs(signature, output_filter):
     info = signature.outputs.get(alias)
     if info is None:
       raise errors.invalid_argument(
-          f"output tensor alias not found in signature: {alias} Outputs expected "
+          f"output tensor alias not found in signature: {errors.echo(alias)} Outputs expected "
           f"to be in the set {{{_keys(signature.outputs)}}}.")
     if alias in aliases:
-      raise errors.invalid_argument(f"duplicate output tensor alias: {alias}")
+      raise errors.invalid_argument(f"duplicate output tensor alias: {errors.echo(alias)}")
     aliases.append(alias)
     fetches.append(info.name)
   if not aliases:
@@ -119,9 +122,16 @@ def _predict_outputs(signature, output_filter):
 # ---- Classify / Regress ---------------------------------------------------------------
 
 
-def serialized_examples(input_proto):
-  """1-D object array of serialized tf.Examples (context merged in), as TF Serving."""
+def serialized_examples(input_proto, max_rows=0):
+  """1-D object array of serialized tf.Examples (context merged in), as TF Serving;
+  more than `max_rows` examples are refused (0: no limit)."""
   kind = input_proto.WhichOneof("kind")
+  if kind in ("example_list", "example_list_with_context"):
+    count = len(getattr(input_proto, kind).examples)
+    if max_rows and count > max_rows:
+      raise errors.invalid_argument(
+          f"Input has {count} examples, more than the {max_rows} a request may carry "
+          "(the server's --max_request_rows)")
   if kind == "example_list":
     examples = [e.SerializeToString() for e in input_proto.example_list.examples]
   elif kind == "example_list_with_context":
@@ -141,7 +151,7 @@ def _find_signature(servable, model_spec):
   sig_name = _signature_name(model_spec)
   signature = servable.signature_defs.get(sig_name)
   if signature is None:
-    raise errors.invalid_argument(f"No signature was found with the name: {sig_name}")
+    raise errors.invalid_argument(f"No signature was found with the name: {errors.echo(sig_name)}")
   return sig_name, signature
 
 
@@ -233,10 +243,10 @@ def regression_result(signature, num_examples, by_name, result):
     result.regressions.add().value = float(v)
 
 
-def classify(servable, request, deadline=None):
+def classify(servable, request, deadline=None, max_rows=0):
   sig_name, signature = _find_signature(servable, request.model_spec)
   input_name, fetches = classification_tensors(signature)
-  examples = serialized_examples(request.input)
+  examples = serialized_examples(request.input, max_rows)
   outputs = servable.run({input_name: examples}, fetches, deadline)
   response = classification_pb2.ClassificationResponse()
   _set_model_spec(response.model_spec, request.model_spec.name, sig_name, servable.version)
@@ -244,10 +254,10 @@ def classify(servable, request, deadline=None):
   return response
 
 
-def regress(servable, request, deadline=None):
+def regress(servable, request, deadline=None, max_rows=0):
   sig_name, signature = _find_signature(servable, request.model_spec)
   input_name, fetches = regression_tensors(signature)
-  examples = serialized_examples(request.input)
+  examples = serialized_examples(request.input, max_rows)
   outputs = servable.run({input_name: examples}, fetches, deadline)
   response = regression_pb2.RegressionResponse()
   _set_model_spec(response.model_spec, request.model_spec.name, sig_name, servable.version)
@@ -255,7 +265,7 @@ def regress(servable, request, deadline=None):
   return response
 
 
-def multi_inference(servable, request, deadline=None):
+def multi_inference(servable, request, deadline=None, max_rows=0):
   """MultiInferenceResponse: classify/regress tasks sharing one Session run."""
   model_name, seen, plans, inputs, fetches = "", set(), [], set(), []
   for task in request.tasks:
@@ -267,25 +277,25 @@ def multi_inference(servable, request, deadline=None):
     model_name = task.model_spec.name
     sig_name = _signature_name(task.model_spec)
     if sig_name in seen:
-      raise errors.invalid_argument(f"Duplicate evaluation of signature: {sig_name}")
+      raise errors.invalid_argument(f"Duplicate evaluation of signature: {errors.echo(sig_name)}")
     seen.add(sig_name)
     signature = servable.signature_defs.get(sig_name)
     if signature is None:
       raise errors.invalid_argument(
-          f"Requested signature not found in model graph: {sig_name}")
+          f"Requested signature not found in model graph: {errors.echo(sig_name)}")
     if task.method_name == CLASSIFY_METHOD:
       input_name, names = classification_tensors(signature)
     elif task.method_name == REGRESS_METHOD:
       input_name, names = regression_tensors(signature)
     else:
       raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                f"Unsupported signature method_name: {task.method_name}")
+                                f"Unsupported signature method_name: {errors.echo(task.method_name)}")
     inputs.add(input_name)
     fetches.extend(n for n in names if n not in fetches)
     plans.append((task, sig_name, signature))
   if not plans:
     raise errors.invalid_argument("MultiInferenceRequest has no tasks.")
-  examples = serialized_examples(request.input)
+  examples = serialized_examples(request.input, max_rows)
   outputs = servable.run({n: examples for n in inputs}, fetches, deadline)
   by_name = dict(zip(fetches, outputs))
   response = inference_pb2.MultiInferenceResponse()
@@ -309,7 +319,7 @@ def signature_inputs(servable, model_spec):
   signature = servable.signature_defs.get(sig_name)
   if signature is None:
     raise errors.invalid_argument(
-        f'Serving signature name: "{sig_name}" not found in signature def')
+        f'Serving signature name: "{errors.echo(sig_name)}" not found in signature def')
   return signature.inputs
 
 
@@ -321,7 +331,7 @@ def validate_metadata_request(request):
         "GetModelMetadataRequest must specify at least one metadata_field")
   for field in request.metadata_field:
     if field != SIGNATURE_DEF_FIELD:
-      raise errors.invalid_argument(f"Metadata field {field} is not supported")
+      raise errors.invalid_argument(f"Metadata field {errors.echo(field)} is not supported")
 
 
 def model_metadata(servable, request):
@@ -340,22 +350,30 @@ def model_metadata(servable, request):
 
 
 class PredictionApi:
-  """Resolves ModelSpecs through the manager, runs the request, records metrics."""
+  """Resolves ModelSpecs through the manager, runs the request, records metrics.
 
-  def __init__(self, manager, metrics=None, as_tensor_content=False):
+  Requests of more than `max_rows` rows are refused (0: no limit). Metrics are
+  labelled with the model and signature names only where they exist, so
+  requests for made-up names cannot grow the metrics without bound.
+  """
+
+  def __init__(self, manager, metrics=None, as_tensor_content=False, max_rows=0):
     self.manager = manager
     self.metrics = metrics
     self.as_tensor_content = as_tensor_content
+    self.max_rows = max_rows
 
   def _call(self, api, request, entrypoint, deadline, fn, prepare=None):
     model_spec = request.model_spec if api != "MultiInference" else (
         request.tasks[0].model_spec if request.tasks else None)
     start = time.monotonic()
     status = "OK"
+    held = []
     try:
       if model_spec is None or (api != "MultiInference" and not request.HasField("model_spec")):
         raise errors.invalid_argument("Missing ModelSpec")
       with self.manager.get_handle(model_spec) as servable:
+        held.append(servable)
         if prepare is not None:
           prepare(servable)
         return fn(servable)
@@ -363,13 +381,20 @@ class PredictionApi:
       status = e.code.name
       raise
     finally:
-      self._record(api, model_spec, status, entrypoint, time.monotonic() - start)
+      self._record(api, model_spec, status, entrypoint, time.monotonic() - start,
+                   held[0] if held else None)
 
-  def _record(self, api, model_spec, status, entrypoint, seconds):
-    if self.metrics is not None:
-      name = model_spec.name if model_spec is not None else ""
-      signature = (model_spec.signature_name or DEFAULT_SIGNATURE) if model_spec is not None else ""
-      self.metrics.record_request(name, api, signature, status, entrypoint, seconds)
+  def _record(self, api, model_spec, status, entrypoint, seconds, servable=None):
+    if self.metrics is None:
+      return
+    name = signature = ""
+    if model_spec is not None:
+      if servable is not None or model_spec.name in self.manager.model_names():
+        name = model_spec.name
+      wanted = model_spec.signature_name or DEFAULT_SIGNATURE
+      if servable is not None and wanted in servable.signature_defs:
+        signature = wanted
+    self.metrics.record_request(name, api, signature, status, entrypoint, seconds)
 
   def record_rejected(self, api, model_spec, error, entrypoint):
     """Counts a request that failed before it reached a model (e.g. bad JSON)."""
@@ -379,20 +404,20 @@ class PredictionApi:
     """prepare(servable), if given, runs first while the version is held (REST
     uses it to read the signature's input types and fill the request)."""
     return self._call("Predict", request, entrypoint, deadline,
-                      lambda s: predict(s, request, deadline, self.as_tensor_content),
-                      prepare)
+                      lambda s: predict(s, request, deadline, self.as_tensor_content,
+                                        self.max_rows), prepare)
 
   def classify(self, request, entrypoint="GRPC", deadline=None, prepare=None):
     return self._call("Classify", request, entrypoint, deadline,
-                      lambda s: classify(s, request, deadline), prepare)
+                      lambda s: classify(s, request, deadline, self.max_rows), prepare)
 
   def regress(self, request, entrypoint="GRPC", deadline=None, prepare=None):
     return self._call("Regress", request, entrypoint, deadline,
-                      lambda s: regress(s, request, deadline), prepare)
+                      lambda s: regress(s, request, deadline, self.max_rows), prepare)
 
   def multi_inference(self, request, entrypoint="GRPC", deadline=None):
     return self._call("MultiInference", request, entrypoint, deadline,
-                      lambda s: multi_inference(s, request, deadline))
+                      lambda s: multi_inference(s, request, deadline, self.max_rows))
 
   def model_metadata(self, request, entrypoint="GRPC"):
     validate_metadata_request(request)

@@ -10,6 +10,7 @@ Error messages are TF Serving's.
 import base64
 import binascii
 import json
+import math
 import re
 
 import grpc
@@ -50,14 +51,34 @@ def parse(body):
     raise errors.invalid_argument(
         f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
   try:
-    doc = json.loads(text)
+    doc = json.loads(text, parse_int=_parse_int)
   except json.JSONDecodeError as e:
     raise errors.invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+  except _NumberTooBig as e:
+    raise errors.invalid_argument(
+        "JSON Parse error: Number too big to be stored in double at offset: "
+        f"{max(0, text.find(e.literal))}") from None
   except RecursionError:
     raise errors.invalid_argument("JSON Parse error: document nested too deeply") from None
+  except ValueError as e:  # Any other limit of Python's parser: still the client's input.
+    raise errors.invalid_argument(f"JSON Parse error: {errors.echo(e)}") from None
   if not isinstance(doc, dict):
     raise errors.invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
   return doc
+
+
+class _NumberTooBig(ValueError):
+  def __init__(self, literal):
+    super().__init__(literal[:32])
+    self.literal = literal
+
+
+def _parse_int(literal):
+  """int() of a JSON integer. One too big for a double is refused, as RapidJSON
+  (TF Serving's parser) refuses it, long before Python's int-digit limit."""
+  if len(literal) > 300 and math.isinf(float(literal)):
+    raise _NumberTooBig(literal)
+  return int(literal)
 
 
 def debug_string(value):
@@ -255,7 +276,7 @@ def _instances_to_arrays(instances, infos):
 
   def add(name, value):
     if name not in infos:
-      raise errors.invalid_argument(f"JSON object: does not have named input: {name}")
+      raise errors.invalid_argument(f"JSON object: does not have named input: {errors.echo(name)}")
     array, shape = json_to_array(value, infos[name].dtype)
     if name not in sizes:
       sizes[name], shapes[name] = array.size, shape
@@ -278,7 +299,7 @@ def _instances_to_arrays(instances, infos):
           add(key, value)
         except errors.ServingError as e:
           raise errors.invalid_argument(
-              f"Failed to process element: {i} key: {key} of 'instances' list. "
+              f"Failed to process element: {i} key: {errors.echo(key)} of 'instances' list. "
               f"Error: {_status_string(e)}") from None
       if set(element) != set(names):
         raise errors.invalid_argument(
@@ -320,7 +341,7 @@ def _feature_kind_error(name, feature):
   kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
       feature.WhichOneof("kind"), "UNKNOWN")
   return errors.invalid_argument(
-      f"Unexpected element type in feature: {name} expecting type: {kind}")
+      f"Unexpected element type in feature: {errors.echo(name)} expecting type: {kind}")
 
 
 def _add_to_feature(value, name, feature):
@@ -332,7 +353,7 @@ def _add_to_feature(value, name, feature):
 
   if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
     raise errors.invalid_argument(
-        f"Feature: {name} has element with unexpected JSON type: {_type_name(value)}")
+        f"Feature: {errors.echo(name)} has element with unexpected JSON type: {_type_name(value)}")
   if isinstance(value, bool):
     check("int64_list")
     feature.int64_list.value.append(int(value))
@@ -349,7 +370,7 @@ def _add_to_feature(value, name, feature):
     check("int64_list")
     if value > _INT64[1]:
       raise errors.invalid_argument(
-          f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+          f"Feature: {errors.echo(name)} has uint64_t element. Only int64_t is supported.")
     feature.int64_list.value.append(value)
 
 

@@ -325,15 +325,16 @@ class ModelManager:
       if choice == "version_label":
         label = spec.version_label
         if model is None or label not in model.labels:
-          raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
+          raise errors.invalid_argument(
+              f"Unrecognized servable version label: {errors.echo(label)}")
         version = model.labels[label]
-        request = f"Specific({name}, {version})"
+        request = f"Specific({errors.echo(name)}, {version})"
       elif choice == "version":
         version = spec.version.value
-        request = f"Specific({name}, {version})"
+        request = f"Specific({errors.echo(name)}, {version})"
       else:
         version = None
-        request = f"Latest({name})"
+        request = f"Latest({errors.echo(name)})"
       if model is not None:
         if version is None and model.available:
           return model.available[max(model.available)]
@@ -355,7 +356,8 @@ class ModelManager:
       if model_spec.WhichOneof("version_choice") == "version_label":
         label = model_spec.version_label
         if model is None or label not in model.labels:
-          raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
+          raise errors.invalid_argument(
+              f"Unrecognized servable version label: {errors.echo(label)}")
         wanted = model.labels[label]
       elif model_spec.HasField("version"):
         wanted = model_spec.version.value
@@ -363,10 +365,10 @@ class ModelManager:
         wanted = None
     if wanted is not None:
       if wanted not in states:
-        raise errors.not_found(f"Could not find version {wanted} of model {name}")
+        raise errors.not_found(f"Could not find version {wanted} of model {errors.echo(name)}")
       states = {wanted: states[wanted]}
     elif not states:
-      raise errors.not_found(f"Could not find any versions of model {name}")
+      raise errors.not_found(f"Could not find any versions of model {errors.echo(name)}")
     for version in sorted(states, reverse=True):
       st = states[version]
       entry = response.model_version_status.add()

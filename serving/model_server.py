@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from serving import config as config_lib
 from serving import grpc_service
+from serving import http_server
 from serving import inference
 from serving import metrics as metrics_lib
 from serving import model_manager
@@ -52,6 +53,13 @@ class ServerOptions:
   tensorflow_inter_op_parallelism: int = 0
   allow_version_labels_for_unavailable_models: bool = False
   enable_serialization_as_tensor_content: bool = False
+  # Ours, beyond TF Serving: bounds on what one client can make the server hold.
+  max_request_rows: int = 100_000
+  rest_api_max_body_bytes: int = http_server.HttpOptions.max_body_bytes
+  rest_api_header_timeout_seconds: float = http_server.HttpOptions.header_timeout_seconds
+  rest_api_body_timeout_seconds: float = http_server.HttpOptions.body_timeout_seconds
+  rest_api_max_connections: int = http_server.HttpOptions.max_connections
+  rest_api_enable_cors_support: bool = False
 
 
 def parse_channel_arguments(text):
@@ -108,7 +116,8 @@ class ModelServer:
         build_server_config(options), manager_options,
         warmup_fn=lambda s: warmup.run_warmup(s, iterations), metrics=self.metrics)
     self.api = inference.PredictionApi(
-        self.manager, self.metrics, options.enable_serialization_as_tensor_content)
+        self.manager, self.metrics, options.enable_serialization_as_tensor_content,
+        max_rows=options.max_request_rows)
     channel_options = [
         ("grpc.max_receive_message_length", options.grpc_max_message_size),
         ("grpc.max_send_message_length", options.grpc_max_message_size),
@@ -130,10 +139,9 @@ class ModelServer:
     log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.grpc_port)
     if self.options.rest_api_port:
       handler = rest_api.RestHandler(self.api, self.manager, self.options.rest_api_timeout_in_ms)
-      self._rest = rest_api.RestServer(
+      self._rest = http_server.RestServer(
           handler, self.options.host, self._rest_port_to_bind(), self.metrics,
-          self.metrics_path, max_body_bytes=self.options.grpc_max_message_size,
-          num_threads=self.options.rest_api_num_threads)
+          self.metrics_path, self._http_options())
       self.rest_port = self._rest.start()
       log.info("Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.rest_port)
     if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
@@ -141,6 +149,16 @@ class ModelServer:
           target=self._poll_config_file, name="config-poll", daemon=True)
       self._config_poll_thread.start()
     return self
+
+  def _http_options(self):
+    o = self.options
+    return http_server.HttpOptions(
+        max_body_bytes=o.rest_api_max_body_bytes,
+        header_timeout_seconds=o.rest_api_header_timeout_seconds,
+        body_timeout_seconds=o.rest_api_body_timeout_seconds,
+        max_connections=o.rest_api_max_connections,
+        num_threads=o.rest_api_num_threads,
+        enable_cors=o.rest_api_enable_cors_support)
 
   def _rest_port_to_bind(self):
     # --rest_api_port=-1 is our own "pick a free port" (0 means off, as in TF Serving).

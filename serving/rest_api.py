@@ -1,21 +1,15 @@
-"""TF Serving's REST API on aiohttp: model status, metadata, :predict, :classify, :regress,
-and the Prometheus metrics page.
+"""TF Serving's REST API as (method, path, body) -> (HTTP status, JSON object): model
+status, metadata, :predict, :classify and :regress.
 
-Paths and regular expressions are TF Serving's (http_rest_api_util.cc). The event
-loop runs in its own thread; inference runs on a thread pool so a slow Session
-run never blocks other HTTP requests. Errors are `{"error": message}` with TF
-Serving's status-code-to-HTTP mapping.
+Paths and regular expressions are TF Serving's (http_rest_api_util.cc); errors
+are `{"error": message}` with TF Serving's status-code-to-HTTP mapping. The
+HTTP server in front of it (limits, timeouts, gzip, CORS) is serving/http_server.py.
 """
 
-import asyncio
-import concurrent.futures
-import logging
 import re
-import threading
 import time
 import urllib.parse
 
-from aiohttp import web
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
@@ -23,11 +17,10 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from serving import error_log
 from serving import errors
 from serving import inference
 from serving import json_codec
-
-log = logging.getLogger("serving.rest")
 
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -42,8 +35,8 @@ def model_spec_from_path(name, version, label):
   """ModelSpec for the name/version/label parts of a REST path."""
   spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name or ""))
   if version:
-    if int(version) > _INT64_MAX:
-      raise errors.invalid_argument(f"Failed to convert version: {version} to numeric.")
+    if len(version) > 19 or int(version) > _INT64_MAX:
+      raise errors.invalid_argument(f"Failed to convert version: {errors.echo(version)} to numeric.")
     spec.version.value = int(version)
   if label:
     spec.version_label = urllib.parse.unquote(label)
@@ -62,16 +55,17 @@ class RestHandler:
     try:
       return 200, self._dispatch(method, path, body)
     except errors.ServingError as e:
+      error_log.request_failed("REST", f"{method} {errors.echo(path, 128)}", e)
       return e.http_status, {"error": e.message}
     except Exception as e:  # pylint: disable=broad-except
-      log.exception("internal error")
-      return 500, {"error": f"{type(e).__name__}: {e}"}
+      error_log.server_fault("REST", f"{method} {errors.echo(path, 128)}")
+      return 500, {"error": errors.echo(f"{type(e).__name__}: {e}", 1024)}
 
   def _deadline(self):
     return time.monotonic() + self._timeout_ms / 1000 if self._timeout_ms > 0 else None
 
   def _dispatch(self, method, path, body):
-    malformed = errors.invalid_argument(f"Malformed request: {method} {path}")
+    malformed = errors.invalid_argument(f"Malformed request: {errors.echo(method)} {errors.echo(path)}")
     if method == "POST":
       match = _PREDICTION_PATH.fullmatch(path)
       if not match:
@@ -130,80 +124,3 @@ class RestHandler:
     response = self._api.regress(request, "REST", self._deadline(),
                                  prepare=lambda _: json_codec.fill_example_request(doc, request))
     return json_codec.regression_json(response.result)
-
-
-class RestServer:
-  """aiohttp server on its own event-loop thread."""
-
-  def __init__(self, handler, host, port, metrics=None, metrics_path=None,
-               max_body_bytes=1 << 30, num_threads=64):
-    self._handler = handler
-    self._host = host
-    self._port = port
-    self._metrics = metrics
-    self._metrics_path = metrics_path
-    self._max_body = max_body_bytes
-    self._pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="rest")
-    self._loop = None
-    self._runner = None
-    self._thread = None
-    self.port = None
-
-  def start(self):
-    started = threading.Event()
-    failure = []
-
-    def run():
-      self._loop = asyncio.new_event_loop()
-      asyncio.set_event_loop(self._loop)
-      try:
-        self._loop.run_until_complete(self._start())
-      except Exception as e:  # pylint: disable=broad-except
-        failure.append(e)
-        started.set()
-        return
-      started.set()
-      self._loop.run_forever()
-      self._loop.run_until_complete(self._runner.cleanup())
-      self._loop.close()
-
-    self._thread = threading.Thread(target=run, name="rest-loop", daemon=True)
-    self._thread.start()
-    started.wait()
-    if failure:
-      raise failure[0]
-    return self.port
-
-  async def _start(self):
-    app = web.Application(client_max_size=self._max_body)
-    app.router.add_route("*", "/{tail:.*}", self._serve)
-    self._runner = web.AppRunner(app, access_log=None)
-    await self._runner.setup()
-    site = web.TCPSite(self._runner, self._host, self._port)
-    await site.start()
-    self.port = self._runner.addresses[0][1]
-
-  async def _serve(self, request):
-    path = request.raw_path.split("?", 1)[0]
-    if request.method == "GET" and self._metrics_path and path == self._metrics_path:
-      body, content_type = self._metrics.render()
-      return web.Response(body=body, headers={"Content-Type": content_type})
-    try:
-      body = await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-      return _json_response(413, {"error": f"Request body too large: {e.text}"})
-    status, obj = await asyncio.get_running_loop().run_in_executor(
-        self._pool, self._handler.handle, request.method, path, body)
-    return _json_response(status, obj)
-
-  def stop(self):
-    if self._loop is not None and self._loop.is_running():
-      self._loop.call_soon_threadsafe(self._loop.stop)
-    if self._thread is not None:
-      self._thread.join()
-    self._pool.shutdown(wait=True)
-
-
-def _json_response(status, obj):
-  return web.Response(status=status, body=json_codec.dumps(obj),
-                      content_type="application/json")

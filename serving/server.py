@@ -52,7 +52,8 @@ flags.DEFINE_integer("num_request_iterations_for_warmup", _D.num_request_iterati
 flags.DEFINE_string("monitoring_config_file", _D.monitoring_config_file,
                     "MonitoringConfig text proto; enables Prometheus metrics on the REST port.")
 flags.DEFINE_integer("grpc_max_message_size", _D.grpc_max_message_size,
-                     "Largest gRPC message (and REST body) in bytes.", lower_bound=1)
+                     "Largest gRPC message in bytes (REST bodies: --rest_api_max_body_bytes).",
+                     lower_bound=1)
 flags.DEFINE_string("grpc_channel_arguments", _D.grpc_channel_arguments,
                     "Comma-separated key=value gRPC channel arguments, as TF Serving's; "
                     "e.g. grpc.max_receive_message_length=1048576.")
@@ -81,6 +82,28 @@ flags.DEFINE_boolean("allow_version_labels_for_unavailable_models",
 flags.DEFINE_boolean("enable_serialization_as_tensor_content",
                      _D.enable_serialization_as_tensor_content,
                      "Write Predict outputs as tensor_content bytes instead of typed fields.")
+
+# Ours, beyond TF Serving: what one client can make the server hold.
+flags.DEFINE_integer("max_request_rows", _D.max_request_rows,
+                     "Most rows (dimension 0 of an input, or tf.Examples) one request may "
+                     "carry; more is INVALID_ARGUMENT before any work (0: no limit).",
+                     lower_bound=0)
+flags.DEFINE_integer("rest_api_max_body_bytes", _D.rest_api_max_body_bytes,
+                     "Largest REST request body in bytes, also after gzip decompression; "
+                     "a larger Content-Length is answered 413 at once.", lower_bound=1)
+flags.DEFINE_float("rest_api_header_timeout_seconds", _D.rest_api_header_timeout_seconds,
+                   "Seconds a REST connection has to send a request's headers, from its "
+                   "opening or the end of its last response; an idle keep-alive connection "
+                   "is closed after this long too.", lower_bound=0.001)
+flags.DEFINE_float("rest_api_body_timeout_seconds", _D.rest_api_body_timeout_seconds,
+                   "Seconds a REST request has to send its whole body (then 408 and the "
+                   "connection is closed).", lower_bound=0.001)
+flags.DEFINE_integer("rest_api_max_connections", _D.rest_api_max_connections,
+                     "Most open REST connections; one more is answered 503 and closed.",
+                     lower_bound=1)
+flags.DEFINE_boolean("rest_api_enable_cors_support", _D.rest_api_enable_cors_support,
+                     "As TF Serving: CORS headers (Access-Control-Allow-Origin: *) on every "
+                     "REST response, and OPTIONS preflight requests answered.")
 
 
 def options_from_flags():

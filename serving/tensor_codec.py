@@ -3,8 +3,13 @@
 Decoding follows tensorflow::Tensor::FromProto: `tensor_content` holds raw
 little-endian bytes and must match the shape exactly; otherwise the typed
 repeated field is used, an empty field means zeros and a short one is padded
-with its last value. Encoding writes the typed repeated fields (TF Serving's
-default `AsProtoField`) or, on request, `tensor_content`.
+with its last value (so `tf.make_tensor_proto(0, shape=[8, 128])`, one value
+for a whole mask, is a valid input). Beyond TF, what a short field may stand
+for is bounded: at most MAX_FILL_BYTES of a tensor are filled in, so a few
+bytes of request ([1048576] and no values) cannot make the server build a
+huge tensor; `check_rows` bounds dimension 0 of an input (rows of a batch).
+Encoding writes the typed repeated fields (TF Serving's default
+`AsProtoField`) or, on request, `tensor_content`.
 """
 
 import grpc
@@ -17,6 +22,10 @@ from serving import errors
 
 # Largest tensor (in bytes) a request may ask us to materialise.
 MAX_TENSOR_BYTES = 1 << 31
+# Most bytes of a tensor that may be filled in beyond the values a proto carries.
+MAX_FILL_BYTES = 1 << 20
+# What one string element costs (tf.tstring), for MAX_FILL_BYTES.
+_STRING_ELEMENT_BYTES = 32
 
 # dtype enum -> (numpy dtype, TensorProto field, TF's DataTypeString name).
 _DTYPES = {
@@ -71,9 +80,49 @@ def shape_from_proto(shape_proto):
 def to_ndarray(proto, name="tensor"):
   """numpy array for a TensorProto; ServingError 'tensor parsing error' if bad."""
   try:
+    _check_fill(proto, name)
     return _to_ndarray(proto)
   except (ValueError, TypeError, OverflowError, MemoryError):
-    raise errors.invalid_argument(f"tensor parsing error: {name}") from None
+    raise errors.invalid_argument(f"tensor parsing error: {errors.echo(name)}") from None
+
+
+def _num_values(proto):
+  """How many elements the proto's typed repeated field holds."""
+  if proto.dtype == types_pb2.DT_STRING:
+    return len(proto.string_val)
+  count = len(getattr(proto, _DTYPES[proto.dtype][1]))
+  if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+    return count // 2
+  return count
+
+
+def _check_fill(proto, name):
+  """INVALID_ARGUMENT if decoding would fill in more than MAX_FILL_BYTES."""
+  if proto.dtype not in _DTYPES or proto.tensor_content:
+    return  # Unsupported dtypes fail to parse; tensor_content must match exactly.
+  shape = shape_from_proto(proto.tensor_shape)
+  count = float(np.prod(shape, dtype=np.float64)) if shape else 1.0
+  sent = _num_values(proto)
+  if count <= sent:
+    return
+  itemsize = (_STRING_ELEMENT_BYTES if proto.dtype == types_pb2.DT_STRING
+              else np.dtype(_DTYPES[proto.dtype][0]).itemsize)
+  if (count - sent) * itemsize > MAX_FILL_BYTES:
+    raise errors.invalid_argument(
+        f"input tensor {errors.echo(name)} declares shape "
+        f"{errors.echo(shape_string(shape))} ({count:.0f} elements) but carries {sent} "
+        f"values; at most {MAX_FILL_BYTES} bytes of a tensor are filled in from its "
+        "last value")
+
+
+def check_rows(alias, proto, max_rows):
+  """INVALID_ARGUMENT if input `alias` has more than `max_rows` rows (dimension 0;
+  0 means no limit). Checked on the proto, before any value is decoded."""
+  dims = proto.tensor_shape.dim
+  if max_rows and dims and dims[0].size > max_rows:
+    raise errors.invalid_argument(
+        f"input tensor alias {errors.echo(alias)} has {dims[0].size} rows, more than "
+        f"the {max_rows} a request may carry (the server's --max_request_rows)")
 
 
 def _to_ndarray(proto):
@@ -205,5 +254,5 @@ def check_compatible(alias, proto, tensor_info, position):
   have = [d.size for d in proto.tensor_shape.dim]
   if len(have) != len(want) or any(w >= 0 and w != h for w, h in zip(want, have)):
     raise errors.invalid_argument(
-        f"input tensor alias {alias} has shape {shape_string(have)} which is "
+        f"input tensor alias {errors.echo(alias)} has shape {errors.echo(shape_string(have))} which is "
         f"incompatible with the signature's shape {shape_string(want)}")

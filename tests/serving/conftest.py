@@ -87,7 +87,8 @@ model_config_list {{
   server = model_server.ModelServer(model_server.ServerOptions(
       port=0, rest_api_port=-1, model_config_file=str(config),
       monitoring_config_file=str(monitoring), file_system_poll_wait_seconds=0.5,
-      grpc_max_message_size=256 * 1024, max_num_load_retries=0,
+      grpc_max_message_size=256 * 1024, rest_api_max_body_bytes=256 * 1024,
+      max_num_load_retries=0,
       rest_api_timeout_in_ms=2000)).start()
   assert server.manager.wait_until_available(60)
   yield server

@@ -84,7 +84,9 @@ def test_prometheus_metrics(url):
   text = requests.get(url + "/monitoring/prometheus/metrics", timeout=30).text
   assert ('tfserving_request_count_total{api="Predict",entrypoint="REST",model_name="m",'
           'signature_name="serving_default",status="OK"}') in text
-  assert 'model_name="nope",signature_name="serving_default",status="NOT_FOUND"' in text
+  # Names that do not exist are not labels (made-up names must not grow the metrics).
+  assert 'model_name="",signature_name="",status="NOT_FOUND"' in text
+  assert "nope" not in text
   assert 'tfserving_request_latency_seconds_bucket' in text
   assert ('tfserving_model_version_state{model_name="m",state="AVAILABLE",version="2"} 1.0'
           in text)
