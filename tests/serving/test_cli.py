@@ -46,6 +46,18 @@ def test_bad_flags_give_clear_errors(tmp_path):
       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
   assert result.returncode == 1
   assert "not a valid ModelServerConfig" in result.stderr
+  # A file that is not UTF-8 gets the same one-line error, not a traceback.
+  latin1 = tmp_path / "latin1.config"
+  latin1.write_bytes("model_config_list { config { name: 'caf\u00e9' base_path: '/a' } }"
+                     .encode("latin-1"))
+  result = subprocess.run(
+      [sys.executable, "-m", "serving.server", f"--model_config_file={latin1}"],
+      capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("serving.server: error:")]
+  assert errors == [f"serving.server: error: {latin1} is not a valid ModelServerConfig: "
+                    "not UTF-8 text (byte 0xe9 at offset 39)"], result.stderr[-2000:]
 
 
 def test_server_process_and_client(exports, tmp_path):
