@@ -67,7 +67,8 @@ class ConnectionLog:
     pass
 
   def exception(self, message, *args, exc_info=None, **kwargs):
-    if isinstance(exc_info, http_exceptions.HttpProcessingError):
+    if isinstance(exc_info, (http_exceptions.HttpProcessingError,
+                             web_protocol.RequestPayloadError)):
       error_log.client_error(
           "REST", f"malformed HTTP request: {type(exc_info).__name__}: {exc_info}")
       return

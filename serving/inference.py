@@ -288,8 +288,9 @@ def multi_inference(servable, request, deadline=None, max_rows=0):
     elif task.method_name == REGRESS_METHOD:
       input_name, names = regression_tensors(signature)
     else:
-      raise errors.ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                                f"Unsupported signature method_name: {errors.echo(task.method_name)}")
+      raise errors.ServingError(
+          grpc.StatusCode.UNIMPLEMENTED,
+          f"Unsupported signature method_name: {errors.echo(task.method_name)}")
     inputs.add(input_name)
     fetches.extend(n for n in names if n not in fetches)
     plans.append((task, sig_name, signature))

@@ -65,7 +65,8 @@ class RestHandler:
     return time.monotonic() + self._timeout_ms / 1000 if self._timeout_ms > 0 else None
 
   def _dispatch(self, method, path, body):
-    malformed = errors.invalid_argument(f"Malformed request: {errors.echo(method)} {errors.echo(path)}")
+    malformed = errors.invalid_argument(
+        f"Malformed request: {errors.echo(method)} {errors.echo(path)}")
     if method == "POST":
       match = _PREDICTION_PATH.fullmatch(path)
       if not match:

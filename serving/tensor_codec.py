@@ -254,5 +254,6 @@ def check_compatible(alias, proto, tensor_info, position):
   have = [d.size for d in proto.tensor_shape.dim]
   if len(have) != len(want) or any(w >= 0 and w != h for w, h in zip(want, have)):
     raise errors.invalid_argument(
-        f"input tensor alias {errors.echo(alias)} has shape {errors.echo(shape_string(have))} which is "
+        f"input tensor alias {errors.echo(alias)} has shape "
+        f"{errors.echo(shape_string(have))} which is "
         f"incompatible with the signature's shape {shape_string(want)}")
