@@ -1,19 +1,23 @@
 """Serving signatures of the decoder language model, as a keras ExportArchive.
 
   serving_default  prompt string[B] -> text string[B] (greedy continuation of
-                   DEFAULT_NEW_TOKENS characters)
+                   DEFAULT_NEW_TOKENS tokens)
   generate         prompt string[B], max_new_tokens int32[B], temperature
                    float32[B], top_k int32[B], top_p float32[B], seed int64[B]
                    -> text string[B] (the continuation only), num_tokens int32[B]
   score            text string[B] -> log_likelihood float32[B] (nats, every
-                   character given the ones before it and the start
-                   character), num_tokens int32[B] (characters scored)
+                   token given the ones before it and the start token),
+                   num_tokens int32[B] (tokens scored)
+
+Tokens are characters or SentencePiece pieces (the model config's
+tokenizer); the tokenizer layer gives `tokenize`, `start_id` and
+`detokenize`, and `call` puts the start token first.
 
 Generation is a tf.while_loop over the key/value cache inside the graph
 (zoo.decoding.generation); each row has its own settings. Prompts are read
-after the start character; a prompt that does not fit in the context together
+after the start token; a prompt that does not fit in the context together
 with max_new_tokens loses its beginning. Texts to score are cut after
-context - 1 characters. Bad settings give InvalidArgumentError (gRPC
+context - 1 tokens. Bad settings give InvalidArgumentError (gRPC
 INVALID_ARGUMENT). Plain graph functions, no XLA; vocabulary as an asset.
 """
 
@@ -110,17 +114,20 @@ def warmup_logs(model_name, model_config):
 
 def limits(model_config):
   context = model_config["architecture"]["sequence_length"]
+  unit = ("characters" if (model_config.get("tokenizer") or "characters") ==
+          "characters" else "tokens (SentencePiece pieces)")
   return {
       "context": context,
+      "tokenizer": model_config.get("tokenizer") or "characters",
       "max_new_tokens": f"0 to {context - 1}; more is INVALID_ARGUMENT",
-      "truncation": "a prompt keeps its last context - max_new_tokens "
-                    "characters (counting the start character); score reads "
-                    f"the first {context - 1} characters of a text",
+      "truncation": f"a prompt keeps its last context - max_new_tokens {unit} "
+                    "(counting the start token); score reads the first "
+                    f"{context - 1} {unit} of a text",
       "unknown_text": "characters outside the vocabulary map to [UNK] "
                       "(never generated)",
       "sampling": "temperature 0 = greedy, top_k 0 = no limit, top_p 1 = no "
                   "limit; temperature < 0, top_k < 0 or top_p outside (0, 1] "
                   "is INVALID_ARGUMENT; the same seed gives the same text",
-      "end_token": "none (character vocabulary): generation runs to "
-                   "max_new_tokens",
+      "end_token": "none (the model is trained on running text): generation "
+                   "runs to max_new_tokens",
   }

@@ -8,6 +8,8 @@ import subprocess
 import keras
 import tensorflow as tf
 
+from zoo import model_config
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -55,6 +57,7 @@ def build_model_card(saved_model_dir, trainer_config, dev_metrics, checkpoint,
       "preset": model["preset"],
       "architecture": model["architecture"],
       "vocabulary_size": model["architecture"]["vocabulary_size"],
+      "tokenizer": model_config.family_tokenizer(model),
       "parameters": parameters,
       "labels": model.get("labels"),
       "label_values": model.get("label_values"),

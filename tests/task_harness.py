@@ -110,6 +110,23 @@ def write_language_model(folder):
               batch_size=8, learning_rate=3e-3)
 
 
+def write_sentencepiece_language_model(folder):
+  """part-1.txt, part-2.txt (a glob) and dev.txt: plain text with blank lines
+  and double spaces (SentencePiece must keep them), subword tokenizer."""
+  rng = random.Random(3)
+  lines = [" ".join(rng.choice(_LM_WORDS) for _ in range(rng.randint(4, 12)))
+           .capitalize() + ("." if i % 5 else ".  Then\n") for i in range(500)]
+  for name, part in (("part-1.txt", lines[:220]), ("part-2.txt", lines[220:450]),
+                     ("dev.txt", lines[450:])):
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+      f.write("\n".join(part) + "\n")
+  return dict(task="language_model", tokenizer="sentencepiece",
+              vocabulary_size=64,
+              train_files=os.path.join(folder, "part-*.txt"),
+              eval_files=os.path.join(folder, "dev.txt"), batch_size=8,
+              learning_rate=3e-3)
+
+
 # Greek -> Russian, word by word (subject, verb, place): sentences in two
 # scripts that neither bundled dataset has.
 _SUBJECTS = {"ο σκύλος": "собака", "η γάτα": "кошка", "το παιδί": "ребёнок",
@@ -176,6 +193,17 @@ def check_language_model(predictions, card):
                                  "".join(_LM_WORDS).upper())
 
 
+def check_sentencepiece_language_model(predictions, card):
+  assert (card["task"], card["tokenizer"]) == ("language_model",
+                                               "sentencepiece_lm")
+  assert [p["num_tokens"] for p in predictions] == [12, 5]
+  for p in predictions:  # pieces: at least a character each, never [UNK]
+    assert isinstance(p["text"], str) and len(p["text"]) >= p["num_tokens"]
+    assert "\u2047" not in p["text"]
+    assert set(p["text"]) <= set(" .\n" + "".join(_LM_WORDS) + "T" +
+                                 "".join(_LM_WORDS).upper())
+
+
 def check_translation(predictions, card):
   assert (card["source_language"], card["target_language"]) == ("el", "ru")
   assert [len(p["translations"]) for p in predictions] == [4, 4]
@@ -207,6 +235,14 @@ CASES = {
             {"prompt": "Ravens", "max_new_tokens": 5, "temperature": 0.8,
              "top_k": 5, "top_p": 0.9, "seed": 7}]},
         check_language_model),
+    "language_model_sentencepiece": TaskCase(
+        "language_model", write_sentencepiece_language_model,
+        {"signature_name": "generate", "instances": [
+            {"prompt": "The quiet", "max_new_tokens": 12, "temperature": 0.0,
+             "top_k": 0, "top_p": 1.0, "seed": 0},
+            {"prompt": "Ravens", "max_new_tokens": 5, "temperature": 0.8,
+             "top_k": 5, "top_p": 0.9, "seed": 7}]},
+        check_sentencepiece_language_model),
     "translation": TaskCase(
         "translation", write_translation,
         {"signature_name": "translate", "instances": [

@@ -70,7 +70,7 @@ def test_serves_the_users_data(name, runs, tmp_path):
   export_base = os.path.dirname(results["export"])
   assert os.path.basename(export_base) == name  # --export_dir's versions
   card = read_json(results["export"], "assets.extra", "model_card.json")
-  assert card["task"] == name
+  assert card["task"] == case.name
 
   server = harness.ServerProcess(name, export_base, tmp_path / "server.log")
   try:
@@ -86,6 +86,24 @@ def test_serves_the_users_data(name, runs, tmp_path):
   finally:
     code = server.stop()
   assert code == 0, server.log()[-3000:]
+
+
+def test_sentencepiece_lm_export_scores_its_dev_text_like_its_checkpoint(runs):
+  """trainers.evaluate of the export (line chunks counted by the `score`
+  signature) gives the checkpoint's dev metrics (chunks counted by the
+  tokenizer), with bits per character over the same characters."""
+  from trainers.evaluate import trained_configs
+  from trainers.tasks import task_for_model
+  run = runs("language_model_sentencepiece")
+  export = run.results["export"]
+  task = task_for_model(*trained_configs(saved_model=export))
+  metrics = task.evaluate_export(export, batch_size=16)
+  best = run.results["best"]
+  assert metrics["characters"] == best["characters"]
+  assert metrics["tokens"] == best["tokens"] < best["characters"]
+  assert metrics["chunks"] == best["chunks"]
+  assert abs(metrics["loss"] - best["loss"]) < 1e-4
+  assert abs(metrics["bits_per_character"] - best["bits_per_character"]) < 1e-4
 
 
 def check_grpc_classifier(server, texts, rest_predictions):

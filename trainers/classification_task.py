@@ -261,9 +261,14 @@ class TextClassificationTask(Task):
     each pair together and the two rows get different dropout masks."""
     return self.config.consistency_weight > 0
 
+  def can_shard_files(self, num_workers):
+    # Packing plans batches over the whole training set at once.
+    return (not self.config.pack_examples and
+            len(self.train_paths()) >= num_workers)
+
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
-                    num_replicas=1):
-    examples = self.examples_dataset(self.train_paths())
+                    num_replicas=1, shard=None):
+    examples = self.examples_dataset(self.train_paths(shard))
     if self.config.pack_examples:  # rows of several examples, no R-Drop
       texts, labels = [], []
       for text, label in examples.as_numpy_iterator():

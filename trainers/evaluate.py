@@ -66,8 +66,8 @@ def trained_configs(model_dir="", saved_model=""):
     raise UserError(f"{saved_model}: cannot read its model card {card_path} "
                     f"({e})")
   model_config = {k: card.get(k) for k in (
-      "family", "task", "preset", "architecture", "labels", "label_values",
-      "text_pair", "source_language", "target_language")}
+      "family", "task", "preset", "architecture", "tokenizer", "labels",
+      "label_values", "text_pair", "source_language", "target_language")}
   return card.get("training_flags") or {}, model_config
 
 

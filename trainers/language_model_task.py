@@ -5,9 +5,18 @@ or the `--text_column` of each row of .tsv/.csv/.jsonl files, one a line.
 Dev text is `--eval_files`, or else the last 10% of the training text (split
 by position, so no dev text leaks into training). The primary metric is the
 dev loss in nats per token (lower is better); evaluation also reports
-perplexity, bits per token and next-token accuracy. `--tokenizer=characters`
-(the default) models code points; the vocabulary is every character of the
-first --vocabulary_sample_lines lines.
+perplexity, bits per character and next-token accuracy.
+
+`--tokenizer=characters` (the default) models code points; the vocabulary is
+every character of the first --vocabulary_sample_lines lines.
+`--tokenizer=sentencepiece` models subwords: a SentencePiece vocabulary of
+--vocabulary_size pieces learned from the same sample, keeping the text
+exactly (whitespace and line breaks included), read after BOS.
+
+The training ids are written to an unlinked file under model_dir
+(language_model_data.TokenFile), so the corpus need not fit in memory.
+Under multi_worker_mirrored with at least as many training files as
+workers, worker i tokenizes and trains on files i, i + n, ... only.
 """
 
 import itertools
@@ -25,9 +34,12 @@ from trainers.metrics import language_model_metrics
 from trainers.task import WARMUP_EXAMPLES, Task, token_metrics
 from zoo.tokenizers.characters import (learn_character_vocabulary,
                                        write_character_vocabulary)
+from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 
-VOCABULARY_FILE = "vocab.txt"
-TOKENIZERS = ("characters",)
+# --tokenizer -> (the model config's tokenizer, its vocabulary file)
+TOKENIZERS = {"characters": ("characters", "vocab.txt"),
+              "sentencepiece": ("sentencepiece_lm", "sentencepiece.model")}
+DEFAULT_SENTENCEPIECE_SIZE = 4000  # pieces, when --vocabulary_size is 0
 WARMUP_PROMPT_CHARACTERS = 24  # of each warmup prompt, from the training text
 
 
@@ -42,12 +54,14 @@ class LanguageModelTask(Task):
 
   def __init__(self, config):
     super().__init__(config)
-    tokenizer = config.tokenizer or "characters"
-    if tokenizer not in TOKENIZERS:
-      raise UserError(f"--tokenizer={tokenizer} is not available for "
-                      f"language_model; choose one of {list(TOKENIZERS)}")
+    self.tokenizer_name = config.tokenizer or "characters"
+    if self.tokenizer_name not in TOKENIZERS:
+      raise UserError(f"--tokenizer={self.tokenizer_name} is not available "
+                      f"for language_model; choose one of {list(TOKENIZERS)}")
     self._train_characters = None
+    self._file_characters = {}  # path -> characters of its text
     self._skipped = 0  # table rows of the training files skipped (bad)
+    self._eval_characters = 0  # of the chunks eval_dataset made last
 
   def _columns(self):
     return self.config.text_column, self.config.skip_bad_rows
@@ -57,8 +71,11 @@ class LanguageModelTask(Task):
     all of the text with --eval_files, else all but the last 10%."""
     if self._train_characters is None:
       skipped = BadRows()
-      total = sum(len(line) for _, _, line in read_text_chunks(
-          self.train_paths(), *self._columns(), bad_rows=skipped))
+      for path, _, line in read_text_chunks(
+          self.train_paths(), *self._columns(), bad_rows=skipped):
+        self._file_characters[path] = (self._file_characters.get(path, 0) +
+                                       len(line))
+      total = sum(self._file_characters.values())
       self._skipped = skipped.count
       if skipped.count:
         logging.warning("Skipped %d bad training rows, e.g. %s",
@@ -71,19 +88,28 @@ class LanguageModelTask(Task):
                         "need at least 100")
     return self._train_characters
 
-  def _pieces(self, train):
+  def _pieces(self, train, shard=None):
     """Streams the training text (train=True) or the held-out tail, as str
-    pieces in order (lines, and the line the boundary cuts in two)."""
+    pieces in order (lines, and the line the boundary cuts in two); with
+    shard=(index, count), only the training text of that worker's files
+    (the others are not read)."""
     boundary, seen = self._boundary(), 0
-    for _, _, line in read_text_chunks(self.train_paths(),
-                                       *self._columns()):
-      cut = min(max(boundary - seen, 0), len(line))
-      seen += len(line)
-      piece = line[:cut] if train else line[cut:]
-      if piece:
-        yield piece
-      elif train and seen >= boundary:
-        return
+    mine = set(self.train_paths(shard))
+    for path in self.train_paths():
+      if path not in mine:
+        seen += self._file_characters.get(path, 0)
+        continue
+      for _, _, line in read_text_chunks([path], *self._columns()):
+        cut = min(max(boundary - seen, 0), len(line))
+        seen += len(line)
+        piece = line[:cut] if train else line[cut:]
+        if piece:
+          yield piece
+        elif train and seen >= boundary:
+          return
+
+  def can_shard_files(self, num_workers):
+    return len(self.train_paths()) >= num_workers
 
   def num_train_examples(self):
     """Training windows in one pass over the text (for --epochs)."""
@@ -104,30 +130,48 @@ class LanguageModelTask(Task):
       raise UserError("a language model needs sequence_length >= 2")
     sample = list(itertools.islice(self._pieces(train=True),
                                    self.config.vocabulary_sample_lines))
-    code_points = learn_character_vocabulary("".join(sample))
-    write_character_vocabulary(code_points,
-                               os.path.join(model_dir, VOCABULARY_FILE))
-    architecture["vocabulary_size"] = len(code_points) + 2
+    tokenizer, vocabulary_file = TOKENIZERS[self.tokenizer_name]
+    model_config = {"family": self.family, "task": self.name,
+                    "preset": self.config.preset,
+                    "architecture": architecture,
+                    "vocabulary_file": vocabulary_file,
+                    "tokenizer": tokenizer}
+    path = os.path.join(model_dir, vocabulary_file)
+    if self.tokenizer_name == "characters":
+      code_points = learn_character_vocabulary("".join(sample))
+      write_character_vocabulary(code_points, path)
+      architecture["vocabulary_size"] = len(code_points) + 2
+      model_config["start_text"] = "\n"
+    else:
+      size = self.config.vocabulary_size or DEFAULT_SENTENCEPIECE_SIZE
+      try:
+        write_model(learn_sentencepiece(sample, size, exact_text=True), path)
+      except RuntimeError as e:  # e.g. "Vocabulary size too high (4000) ..."
+        raise UserError(
+            f"cannot learn a {size}-piece SentencePiece vocabulary from "
+            f"--train_files={self.config.train_files} ({e}); pass a smaller "
+            "--vocabulary_size") from None
+      architecture["vocabulary_size"] = size
     prompts = [line.rstrip("\n")[:WARMUP_PROMPT_CHARACTERS]
                for line in sample if line.strip()][:WARMUP_EXAMPLES]
-    return {"family": self.family, "task": self.name,
-            "preset": self.config.preset, "architecture": architecture,
-            "vocabulary_file": VOCABULARY_FILE, "start_text": "\n",
-            "tokenizer": "characters",
-            "warmup_examples": {"prompt": prompts}}
+    model_config["warmup_examples"] = {"prompt": prompts}
+    return model_config
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
-                    num_replicas=1):
+                    num_replicas=1, shard=None):
     del num_replicas  # batches of examples split evenly without help
-    ids = data.text_ids(tokenizer, self._pieces(train=True))
-    if len(ids) <= tokenizer.sequence_length:
+    token_file = data.write_text_ids(
+        tokenizer, self._pieces(train=True, shard=shard),
+        data.TokenFile(self.config.model_dir))
+    if token_file.length <= tokenizer.sequence_length:
       raise UserError(
-          f"--train_files={self.config.train_files}: the training text has "
-          f"{len(ids)} tokens; a "
-          f"training window needs sequence_length + 1 = "
+          f"--train_files={self.config.train_files}: the training text "
+          f"{'of this worker ' if shard else ''}has {token_file.length} "
+          "tokens; a training window needs sequence_length + 1 = "
           f"{tokenizer.sequence_length + 1}")
-    return data.train_dataset(ids, tokenizer.sequence_length,
-                              global_batch_size, self.config.seed, skip_batches)
+    seed = self.config.seed + (shard[0] * 1_000_003 if shard else 0)
+    return data.train_dataset(token_file, tokenizer.sequence_length,
+                              global_batch_size, seed, skip_batches)
 
   def eval_text(self):
     if self.config.eval_files:
@@ -142,8 +186,20 @@ class LanguageModelTask(Task):
     return (f"{self.config.train_files} (last "
             f"{data.VALIDATION_FRACTION:.0%})")
 
+  def _eval_chunks(self, sequence_length, token_counts):
+    """The dev text cut as data.character_chunks or, for subwords,
+    data.line_chunks."""
+    tokenizer = (self.model_config.get("tokenizer") if self.model_config
+                 else TOKENIZERS[self.tokenizer_name][0])
+    if (tokenizer or "characters") == "characters":
+      return data.character_chunks(self.eval_text(), sequence_length)
+    return data.line_chunks(self.eval_text(), sequence_length, token_counts)
+
   def eval_dataset(self, tokenizer, batch_size):
-    return data.eval_dataset(self.eval_text(), tokenizer, batch_size)
+    chunks = self._eval_chunks(tokenizer.sequence_length,
+                               data.tokenizer_counts(tokenizer))
+    self._eval_characters = sum(len(chunk) for chunk in chunks)
+    return data.eval_dataset(chunks, tokenizer, batch_size)
 
   def count_tokens(self, features, unused_targets):
     return tf.cast(tf.size(features), tf.float32)
@@ -162,7 +218,7 @@ class LanguageModelTask(Task):
     return tf.reduce_mean(token_loss, axis=-1)
 
   def correct_predictions(self, targets, logits):
-    """Fraction of each window's next characters predicted exactly: [B]."""
+    """Fraction of each window's next tokens predicted exactly: [B]."""
     predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.reduce_mean(tf.cast(predicted == targets, tf.float32), axis=-1)
 
@@ -175,29 +231,37 @@ class LanguageModelTask(Task):
     losses, counts, hits = token_metrics(
         predict_fn, dataset,
         lambda logits, ids: (logits[:, :-1], ids[:, 1:]))  # [B, T-1, V], [B, T-1]
-    return language_model_metrics(losses, counts, hits)
+    return language_model_metrics(losses, counts, hits,
+                                  characters=self._eval_characters)
 
   def evaluate_export(self, saved_model, batch_size, **unused_options):
     """Language-model metrics from the export's `score` signature."""
     from trainers.saved_models import load_signature, saved_model_context
     score = load_signature(saved_model, "score")
-    chunks = data.evaluation_chunks(self.eval_text(),
-                                    saved_model_context(saved_model))
+
+    def token_counts(lines):  # what score reads of each line, capped
+      for start in range(0, len(lines), batch_size):
+        yield from score(text=tf.constant(lines[start:start + batch_size]))[
+            "num_tokens"].numpy().tolist()
+
+    chunks = self._eval_chunks(saved_model_context(saved_model), token_counts)
     losses, counts = [], []
     for start in range(0, len(chunks), batch_size):
       out = score(text=tf.constant(chunks[start:start + batch_size]))
       losses.append(-out["log_likelihood"].numpy())
       counts.append(out["num_tokens"].numpy())
-    return language_model_metrics(np.concatenate(losses),
-                                  np.concatenate(counts))
+    return language_model_metrics(
+        np.concatenate(losses), np.concatenate(counts),
+        characters=sum(len(chunk) for chunk in chunks))
 
   def print_report(self, metrics):
     low, high = metrics["loss_ci95"]
     print(f"model:      {metrics['source']}")
-    print(f"data:       {metrics['data']} ({metrics['characters']} characters)")
-    print(f"loss:       {metrics['loss']:.4f} nats/char  (95% CI {low:.4f}-"
+    print(f"data:       {metrics['data']} ({metrics['characters']} "
+          f"characters, {metrics['tokens']} tokens)")
+    print(f"loss:       {metrics['loss']:.4f} nats/token  (95% CI {low:.4f}-"
           f"{high:.4f})")
     print(f"perplexity: {metrics['perplexity']:.3f}")
     print(f"bits/char:  {metrics['bits_per_character']:.4f}")
     if "accuracy" in metrics:
-      print(f"next-char accuracy: {metrics['accuracy']:.4f}")
+      print(f"next-token accuracy: {metrics['accuracy']:.4f}")

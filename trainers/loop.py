@@ -144,6 +144,8 @@ def train_and_evaluate(config: TrainConfig):
              "num_replicas": strategy.num_replicas_in_sync,
              "final_train_loss": progress.last_loss,
              "data": task.data_report()}
+  if training.worker_train_files is not None:
+    results["data"]["worker_train_files"] = training.worker_train_files
   if config.average_checkpoints:
     paths = checkpoint_averaging.average_last_checkpoints(
         model, layout.path(work_dir, layout.CHECKPOINTS),

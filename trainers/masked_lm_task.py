@@ -93,10 +93,17 @@ class MaskedLMTask(Task):
       return ",".join(expand_files(self.config.eval_files, "eval_files"))
     return f"{self.config.train_files} (last {HELD_OUT_FRACTION:.0%} of the rows)"
 
-  def _dataset(self, train):
+  def can_shard_files(self, num_workers):
+    # Without eval files the dev rows are the last rows of all the files.
+    return (bool(self.config.eval_files) and
+            len(self.train_paths()) >= num_workers)
+
+  def _dataset(self, train, shard=None):
     if self.config.eval_files and not train:
       paths, start, stop = expand_files(self.config.eval_files,
                                         "eval_files"), 0, None
+    elif shard is not None:  # can_shard_files: every training row trains
+      paths, start, stop = self.train_paths(shard), 0, None
     elif train:
       paths, start, stop = self.train_paths(), 0, self.num_train_examples()
     else:
@@ -161,15 +168,15 @@ class MaskedLMTask(Task):
     return mask
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
-                    num_replicas=1):
+                    num_replicas=1, shard=None):
     del num_replicas  # batches of examples split evenly without help
     ds = classification_data.train_dataset(
-        self._dataset(train=True),
+        self._dataset(train=True, shard=shard),
         self.shuffle_buffer(),
         tokenizer, global_batch_size, self.config.seed, skip_batches)
     # Batch i of the run is masked by (seed, i), also after a resume.
-    return ds.enumerate(start=skip_batches).map(
-        self._masker(tokenizer, self.config.seed))
+    seed = self.config.seed + (shard[0] * 1_000_003 if shard else 0)
+    return ds.enumerate(start=skip_batches).map(self._masker(tokenizer, seed))
 
   def eval_dataset(self, tokenizer, batch_size):
     ds = classification_data.eval_dataset(self._dataset(train=False),

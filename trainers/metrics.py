@@ -59,14 +59,18 @@ def bootstrap_interval(correct, num_samples=1000, confidence=0.95, seed=0):
 
 
 def language_model_metrics(chunk_losses, chunk_counts, correct=None,
-                           num_samples=1000, confidence=0.95, seed=0):
-  """Loss in nats per token, perplexity, bits per token, with a bootstrap CI.
+                           num_samples=1000, confidence=0.95, seed=0,
+                           characters=None):
+  """Loss in nats per token, perplexity, bits per character, with a
+  bootstrap CI.
 
   chunk_losses: summed negative log-likelihood of each evaluation chunk;
   chunk_counts: tokens scored in each chunk; correct: optional number of
-  exactly predicted tokens per chunk (next-token accuracy). The 95% interval
-  of the loss resamples whole chunks (the tokens inside a chunk are not
-  independent).
+  exactly predicted tokens per chunk (next-token accuracy); characters:
+  the characters of the text of all chunks (default: one a token, as for a
+  character tokenizer), so that bits per character compare across
+  tokenizers. The 95% interval of the loss resamples whole chunks (the
+  tokens inside a chunk are not independent).
   """
   losses = np.asarray(chunk_losses, np.float64)
   counts = np.asarray(chunk_counts, np.float64)
@@ -84,8 +88,13 @@ def language_model_metrics(chunk_losses, chunk_counts, correct=None,
       "perplexity": float(np.exp(loss)),
       "bits_per_character": loss / float(np.log(2.0)),
       "characters": int(counts.sum()),
+      "tokens": int(counts.sum()),
       "chunks": int(len(losses)),
   }
+  if characters is not None:
+    metrics["characters"] = int(characters)
+    metrics["bits_per_character"] = float(
+        losses.sum() / max(characters, 1) / np.log(2.0))
   if correct is not None:
     metrics["accuracy"] = float(np.sum(correct) / total)
   return metrics

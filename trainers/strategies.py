@@ -101,6 +101,16 @@ def make_strategy(name, num_gpus=0, tpu="", collective="auto"):
   raise UserError(f"Unknown distribution strategy {name!r}")
 
 
+def num_workers(strategy):
+  """Worker processes of a MultiWorkerMirroredStrategy cluster; 1 otherwise."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 1
+  cluster = resolver.cluster_spec().as_dict()
+  return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
+
+
 def is_chief(strategy):
   """True on the worker that writes summaries, checkpoints' originals and exports."""
   resolver = getattr(strategy, "cluster_resolver", None)

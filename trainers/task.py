@@ -58,12 +58,21 @@ class Task:
 
   train_files_help = "the training data"  # what --train_files holds, for errors
 
-  def train_paths(self):
-    """--train_files expanded; UserError if it names nothing."""
+  def train_paths(self, shard=None):
+    """--train_files expanded; UserError if it names nothing. With
+    shard=(index, count), one worker's files: every count-th from index."""
     if not self.config.train_files:
       raise UserError(f"--train_files is required: {self.train_files_help} "
                       "(comma-separated paths and globs)")
-    return expand_files(self.config.train_files, "train_files")
+    return shard_of(expand_files(self.config.train_files, "train_files"),
+                    shard)
+
+  def can_shard_files(self, num_workers):
+    """Whether each of num_workers workers can read its own files (see
+    train_dataset's shard); otherwise every worker reads all of the data
+    and keeps its part of each global batch."""
+    del num_workers
+    return False
 
   def shuffle_buffer(self):
     """Rows shuffled together: the whole training set when it fits in
@@ -79,8 +88,11 @@ class Task:
     raise NotImplementedError
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
-                    num_replicas=1):
-    """Infinite (features, targets) global batches from batch skip_batches."""
+                    num_replicas=1, shard=None):
+    """Infinite (features, targets) batches of global_batch_size from batch
+    skip_batches. shard=(index, count): this pipeline reads only worker
+    `index`'s files (train_paths(shard)) and global_batch_size is then the
+    batch of this pipeline."""
     raise NotImplementedError
 
   def eval_dataset(self, tokenizer, batch_size):
@@ -149,6 +161,14 @@ class Task:
 
   def print_report(self, metrics):
     raise NotImplementedError
+
+
+def shard_of(paths, shard):
+  """paths[index::count] for shard=(index, count); all paths for None."""
+  if shard is None:
+    return paths
+  index, count = shard
+  return paths[index::count]
 
 
 def token_metrics(predict_fn, dataset, ids_of=None):

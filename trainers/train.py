@@ -55,10 +55,13 @@ flags.DEFINE_string("source_language", "", "translation: source language "
                     "code (recorded in the model card).")
 flags.DEFINE_string("target_language", "", "translation: target language "
                     "code (recorded in the model card).")
-flags.DEFINE_enum("tokenizer", "", ["", "characters"], "language_model: the "
-                  "tokenizer ('' = characters).")
+flags.DEFINE_enum("tokenizer", "", ["", "characters", "sentencepiece"],
+                  "language_model: characters (code points) or "
+                  "sentencepiece (subwords learned from the training text); "
+                  "'' = characters.")
 flags.DEFINE_integer("vocabulary_size", 0, "Target vocabulary size; 0 = the "
-                     "preset's.", lower_bound=0)
+                     "preset's (language_model with sentencepiece: 4000).",
+                     lower_bound=0)
 flags.DEFINE_integer("vocabulary_sample_lines", _DEFAULTS.vocabulary_sample_lines,
                      "Learn the vocabulary from at most this many training "
                      "rows (the first).", lower_bound=1)

@@ -42,6 +42,7 @@ class Training:
   optimizer: keras.optimizers.Optimizer  # AdamW (LossScaleOptimizer for fp16)
   total_steps: int  # the run ends at this optimizer step
   train_step: object  # train_step(iterator) -> (loss, correct, tokens, examples), global sums
+  worker_train_files: list = None  # the files this worker reads, with file shards
 
   def train_dataset(self, skip_batches=0):
     """The task's global training batches, from batch `skip_batches`."""
@@ -49,10 +50,40 @@ class Training:
         self.tokenizer, self.config.batch_size, skip_batches=skip_batches,
         num_replicas=self.strategy.num_replicas_in_sync)
 
+  def file_shards(self):
+    """Whether each worker reads its own training files: under
+    multi_worker_mirrored, when the task can (enough files for the workers)."""
+    workers = strategies.num_workers(self.strategy)
+    return workers > 1 and self.task.can_shard_files(workers)
+
   def train_iterator(self, skip_batches=0):
-    """An iterator of distributed global batches, from batch `skip_batches`."""
-    return iter(self.strategy.experimental_distribute_dataset(
-        self.train_dataset(skip_batches)))
+    """An iterator of distributed global batches, from batch `skip_batches`.
+
+    With file shards, worker i builds its own pipeline over its files
+    (distribute_datasets_from_function) and makes per-replica batches, so
+    step s has read s * (its local replicas) of them. Otherwise every
+    worker builds the global batches and tf.data keeps each worker's part
+    of every batch (the same batches as one worker would train on).
+    """
+    if not self.file_shards():
+      return iter(self.strategy.experimental_distribute_dataset(
+          self.train_dataset(skip_batches)))
+    replicas = self.strategy.num_replicas_in_sync
+
+    def worker_dataset(context):
+      shard = (context.input_pipeline_id, context.num_input_pipelines)
+      local_replicas = replicas // context.num_input_pipelines
+      self.worker_train_files = self.task.train_paths(shard)
+      logging.info("Worker %d of %d reads its own training files: %s",
+                   *shard, ", ".join(self.task.train_paths(shard)))
+      return self.task.train_dataset(
+          self.tokenizer,
+          context.get_per_replica_batch_size(self.config.batch_size),
+          skip_batches=skip_batches * local_replicas, num_replicas=1,
+          shard=shard)
+
+    return iter(self.strategy.distribute_datasets_from_function(
+        worker_dataset))
 
 
 def load_or_create_model_config(task, config, work_dir):

@@ -26,7 +26,7 @@ from trainers.config import preset_architecture
 from trainers.data_files import RowReader, expand_files, read_text_chunks
 from trainers.errors import UserError
 from trainers.metrics import language_model_metrics
-from trainers.task import WARMUP_EXAMPLES, Task, token_metrics
+from trainers.task import WARMUP_EXAMPLES, Task, shard_of, token_metrics
 from zoo.tokenizers.sentencepiece import learn_sentencepiece, write_model
 
 VOCABULARY_FILE = "spm.model"
@@ -73,9 +73,15 @@ class TranslationTask(Task):
                       "pair up in order")
     return "aligned", sources, targets
 
-  def pairs(self, split):
-    """Yields (source, target) str pairs of a split, checked row by row."""
+  def can_shard_files(self, num_workers):
+    return len(self._files("train")[1]) >= num_workers
+
+  def pairs(self, split, shard=None):
+    """Yields (source, target) str pairs of a split, checked row by row;
+    shard=(index, count): of that worker's files only (every count-th)."""
     layout, first, second = self._files(split)
+    first = shard_of(first, shard)
+    second = None if second is None else shard_of(second, shard)
     if layout == "table":
       yield from self._table_pairs(first)
     else:
@@ -121,7 +127,7 @@ class TranslationTask(Task):
       yield source, target
     self._skipped += reader.bad_rows.count
 
-  def pairs_dataset(self, split):
+  def pairs_dataset(self, split, shard=None):
     """A streamed dataset of (source, target) strings. The dev pairs are read
     once in Python first, so that a bad row is a UserError here rather than
     an error inside tf.data (num_train_examples checks the training pairs)."""
@@ -129,7 +135,7 @@ class TranslationTask(Task):
       for _ in self.pairs(split):
         pass
     return tf.data.Dataset.from_generator(
-        lambda: self.pairs(split),
+        lambda: self.pairs(split, shard),
         output_signature=(tf.TensorSpec([], tf.string),
                           tf.TensorSpec([], tf.string)))
 
@@ -184,10 +190,10 @@ class TranslationTask(Task):
             "warmup_examples": {"source": sources[:WARMUP_EXAMPLES]}}
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
-                    num_replicas=1):
+                    num_replicas=1, shard=None):
     del num_replicas  # batches of examples split evenly without help
     return data.train_dataset(
-        self.pairs_dataset("train"),
+        self.pairs_dataset("train", shard),
         self.shuffle_buffer(),
         tokenizer, global_batch_size, self.config.seed, skip_batches)
 
@@ -225,7 +231,8 @@ class TranslationTask(Task):
   def evaluate(self, predict_fn, dataset):
     """Teacher-forced loss per target token (nats), perplexity, accuracy."""
     metrics = language_model_metrics(*token_metrics(predict_fn, dataset))
-    metrics["target_tokens"] = metrics.pop("characters")
+    metrics["target_tokens"] = metrics.pop("tokens")
+    metrics.pop("characters")
     metrics.pop("bits_per_character")
     metrics["sentences"] = metrics.pop("chunks")
     return metrics

@@ -10,7 +10,8 @@ need the trainer's flags. Keys:
   architecture: the preset dict, with vocabulary_size set to the real vocabulary
   labels: class names in id order (classifiers)
   vocabulary_file: path relative to the model_dir (or absolute)
-  tokenizer: a key of TOKENIZERS; absent = the family's
+  tokenizer: a key of TOKENIZERS; absent = the family's (sentencepiece_lm is
+    SentencePiece read after BOS, for language models)
   label_values: the labels as the data writes them, in id order
   warmup_examples: {input name: [strings]}, from the training data
   start_text: the character every text is read after (decoders)
@@ -22,8 +23,9 @@ from zoo.tasks.causal_lm import build_causal_lm
 from zoo.tasks.masked_lm import build_masked_lm
 from zoo.tasks.text_classifier import build_text_classifier
 from zoo.tasks.translator import build_translator
-from zoo.tokenizers import characters
-from zoo.tokenizers.sentencepiece import SentencePieceTokenizer
+from zoo.tokenizers import characters, sentencepiece
+from zoo.tokenizers.sentencepiece import (SentencePieceLMTokenizer,
+                                          SentencePieceTokenizer)
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
 
@@ -41,8 +43,9 @@ def _encoder_model(model_config):
 
 
 def _decoder_model(model_config):
-  return build_causal_lm(model_config["architecture"],  # never generated:
-                         suppressed_ids=(characters.PAD_ID, characters.UNK_ID))
+  tokenizer = model_config.get("tokenizer") or "characters"
+  return build_causal_lm(model_config["architecture"],
+                         suppressed_ids=NEVER_GENERATED[tokenizer])
 
 
 def _wordpiece(model_config, path, length):
@@ -59,6 +62,11 @@ def _sentencepiece(model_config, path, length):
   return SentencePieceTokenizer(path, sequence_length=length, name="tokenizer")
 
 
+def _sentencepiece_lm(model_config, path, length):
+  return SentencePieceLMTokenizer(path, sequence_length=length,
+                                  name="tokenizer")
+
+
 # The family registry: family -> (default tokenizer, model builder, the
 # names of its model inputs).
 FAMILIES = {
@@ -68,7 +76,11 @@ FAMILIES = {
                 ("source_ids", "target_ids")),
 }
 TOKENIZERS = {"wordpiece": _wordpiece, "characters": _characters,
-              "sentencepiece": _sentencepiece}
+              "sentencepiece": _sentencepiece,
+              "sentencepiece_lm": _sentencepiece_lm}
+# Ids a language model over each tokenizer never generates.
+NEVER_GENERATED = {"characters": characters.NEVER_GENERATED,
+                   "sentencepiece_lm": sentencepiece.NEVER_GENERATED}
 
 
 def _family(model_config):
@@ -79,9 +91,14 @@ def _family(model_config):
   return FAMILIES[family]
 
 
+def family_tokenizer(model_config):
+  """The model's tokenizer: a key of TOKENIZERS."""
+  return model_config.get("tokenizer") or _family(model_config)[0]
+
+
 def build_tokenizer(model_config, model_dir):
   """The in-graph tokenizer layer of the model described by model_config."""
-  kind = model_config.get("tokenizer") or _family(model_config)[0]
+  kind = family_tokenizer(model_config)
   return TOKENIZERS[kind](model_config, vocabulary_path(model_config, model_dir),
                           model_config["architecture"]["sequence_length"])
 

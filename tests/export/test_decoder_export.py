@@ -304,7 +304,7 @@ def test_score_over_validation_chunks_gives_the_dev_loss(loaded, exported_lm,
   run = layout.read_config(trained_lm_dir)
   validation = task_for_model(run["train"], run["model"]).eval_text()
   assert 0 < len(validation) < SHAKESPEARE_CHARS // 5
-  chunks = data.evaluation_chunks(validation, 32)
+  chunks = data.character_chunks(validation, 32)
   out = loaded.signatures["score"](text=tf.constant(chunks))
   assert int(out["num_tokens"].numpy().sum()) == len(validation)
   loss = -out["log_likelihood"].numpy().sum() / len(validation)

@@ -348,3 +348,33 @@ def test_workers_with_different_data_stop_with_a_clear_error(sst2_subset,
             in stderr)
     assert "Traceback" not in stderr
   assert not (tmp_path / "m" / "checkpoints").exists()
+
+
+def test_multi_worker_workers_train_on_their_own_files(shakespeare_subset,
+                                                       tmp_path):
+  """With as many training files as workers, worker i tokenizes and trains
+  on file i only (distribute_datasets_from_function); both finish the run
+  with the same step count and the chief exports."""
+  with open(os.path.join(shakespeare_subset, "input.txt")) as f:
+    text = f.read()
+  lines = text.splitlines(keepends=True)
+  half = len(lines) // 2
+  files = []
+  for index, part in enumerate((lines[:half], lines[half:])):
+    path = tmp_path / f"part-{index}.txt"
+    path.write_text("".join(part))
+    files.append(str(path))
+  model_dir = tmp_path / "mwms"
+  settings = dict(COMMON, **FAMILIES["decoder"][1], model_dir=model_dir,
+                  train_files=str(tmp_path / "part-*.txt"), train_steps=10,
+                  eval_every_steps=10, checkpoint_every_steps=10)
+  for log, rc in finish(start_workers(tmp_path, settings, settings), tmp_path):
+    assert rc == 0, log[-3000:]
+    assert "reads its own training files" in log
+  chief = read_results(model_dir)
+  other = read_results(model_dir / ".workers" / "worker_1")
+  assert chief["data"]["worker_train_files"] == [files[0]]
+  assert other["data"]["worker_train_files"] == [files[1]]
+  assert chief["num_replicas"] == other["num_replicas"] == 2
+  assert chief["steps"] == other["steps"] == 10
+  assert np.isfinite(chief["final_train_loss"])

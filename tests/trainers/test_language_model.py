@@ -76,8 +76,26 @@ def test_data_file_errors_are_user_errors(tmp_path):
     task(tmp_path / "bad.txt").num_train_examples()
 
 
+def token_file(ids):
+  ids_file = data.TokenFile()
+  ids_file.append(ids)
+  return ids_file
+
+
+def test_token_file_reads_back_what_was_written_and_holds_no_name(tmp_path):
+  ids_file = data.TokenFile(str(tmp_path))
+  ids_file.append(np.arange(10, dtype=np.int32))
+  ids_file.append(np.array([7, -3], np.int64))
+  assert ids_file.length == 12
+  np.testing.assert_array_equal(ids_file.read(8, 4), [8, 9, 7, -3])
+  np.testing.assert_array_equal(ids_file.windows([0, 5], 3),
+                                [[0, 1, 2], [5, 6, 7]])
+  assert os.listdir(tmp_path) == []  # unlinked: gone when the process ends
+
+
 def batches(ids, count, skip=0, seed=0, length=8, batch=4):
-  dataset = data.train_dataset(ids, length, batch, seed, skip_batches=skip)
+  dataset = data.train_dataset(token_file(ids), length, batch, seed,
+                               skip_batches=skip)
   return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
 
 
@@ -107,24 +125,25 @@ def test_train_batches_are_deterministic_and_skippable():
 
 
 def test_training_windows_come_from_the_training_split(task, tokenizer):
-  train_ids = data.text_ids(tokenizer, task._pieces(train=True))
+  train_ids = data.write_text_ids(tokenizer, task._pieces(train=True),
+                                  data.TokenFile())
   dataset = task.train_dataset(tokenizer, 8, skip_batches=0)
   train_text = "".join(task._pieces(train=True))
   for inputs, targets in dataset.take(2):
     text = tokenizer.detokenize(tf.concat([inputs, targets[:, -1:]], axis=1))
     for window in text.numpy():
       assert window.decode() in train_text
-  assert len(train_ids) == len(train_text)
+  assert train_ids.length == len(train_text)
 
 
 def test_evaluation_chunks_cover_every_character_once(task, tokenizer):
   validation = task.eval_text()
   length = tokenizer.sequence_length
-  chunks = data.evaluation_chunks(validation, length)
+  chunks = data.character_chunks(validation, length)
   assert "".join(chunks) == validation
   assert all(len(c) == length - 1 for c in chunks[:-1])
   assert 0 < len(chunks[-1]) <= length - 1
-  assert data.evaluation_chunks("abcdefg", 4) == ["abc", "def", "g"]
+  assert data.character_chunks("abcdefg", 4) == ["abc", "def", "g"]
   scored = 0
   for ids, labels in task.eval_dataset(tokenizer, 64):
     np.testing.assert_array_equal(ids.numpy(), labels.numpy())
@@ -221,3 +240,14 @@ def test_text_shorter_than_one_training_window_is_a_user_error(tmp_path,
   with pytest.raises(UserError, match=re.escape(str(data_dir / "input.txt"))
                      + ".*training text has .* tokens"):
     train_and_evaluate(config)
+
+
+def test_line_chunks_hold_whole_lines_within_the_context():
+  """Subword evaluation chunks: runs of whole lines of at most L - 1
+  tokens, every character once; a line at the cap is cut by characters."""
+  text = "ab\ncd\nefgh\n" + "x" * 10 + "\n" + "y\n"
+  counts = lambda lines: [min(len(line) // 2 + 1, 4) for line in lines]
+  chunks = data.line_chunks(text, 5, counts)  # at most 4 tokens a chunk
+  assert "".join(chunks) == text
+  assert chunks == ["ab\ncd\n", "efgh\n", "xxxx", "xxxx", "xx\n", "y\n"]
+  assert data.line_chunks("", 5, counts) == []

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from zoo.tokenizers.sentencepiece import (BOS_ID, EOS_ID, PAD_ID, UNK_ID,
+                                          SentencePieceLMTokenizer,
                                           SentencePieceTokenizer,
                                           learn_sentencepiece, write_model)
 
@@ -222,3 +223,62 @@ def test_get_config_round_trip(tokenizer, model_file):
     assert other.sequence_length == LENGTH
     assert other.vocabulary_size == VOCAB
     np.testing.assert_array_equal(other(strings).numpy(), expected)
+
+
+def shakespeare_lines(count):
+  path = os.path.join(REPO_ROOT, "data", "tinyshakespeare", "input.txt")
+  with open(path, encoding="utf-8") as f:
+    return list(itertools.islice(f, count))  # newlines kept
+
+
+@pytest.fixture(scope="module")
+def lm_tokenizer(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("sp_lm") / "lm.model")
+  write_model(learn_sentencepiece(shakespeare_lines(3000), VOCAB,
+                                  exact_text=True), path)
+  return SentencePieceLMTokenizer(path, sequence_length=16)
+
+
+def test_exact_text_vocabulary_round_trips_whitespace_and_line_breaks(
+    lm_tokenizer):
+  texts = ["First Citizen:\nBefore we  proceed any further,\n\n  hear me.\n",
+           " leading space", "trailing  \n", ""]  # characters it has seen
+  ids = lm_tokenizer.tokenize(tf.constant(texts))
+  back = lm_tokenizer.detokenize(ids.to_tensor()).numpy()
+  assert [b.decode() for b in back] == texts
+  newline = lm_tokenizer.tokenize(tf.constant(["\n"])).to_list()
+  assert len(newline[0]) == 1  # a piece of its own
+  unseen = lm_tokenizer.tokenize(tf.constant(["\t"])).to_list()
+  assert unseen == [[UNK_ID]]  # no tab in the sample: unknown
+
+
+def test_lm_tokenizer_reads_after_bos_and_cuts_without_eos(lm_tokenizer):
+  ids = lm_tokenizer(tf.constant(["hear me speak.\n", "x" * 200, ""])).numpy()
+  assert ids.shape == (3, 16)
+  assert list(ids[:, 0]) == [BOS_ID] * 3
+  assert EOS_ID not in ids
+  pieces = lm_tokenizer.tokenize(tf.constant(["hear me speak.\n"])).to_list()[0]
+  assert list(ids[0, 1:1 + len(pieces)]) == pieces
+  assert np.all(ids[0, 1 + len(pieces):] == PAD_ID)
+  assert np.all(ids[1] != PAD_ID)  # cut after 15 pieces
+  assert list(ids[2, 1:]) == [PAD_ID] * 15
+  assert lm_tokenizer.start_id == BOS_ID
+
+
+def test_lm_pieces_never_cross_a_line_break(lm_tokenizer):
+  """The ids of a text are the ids of its lines, concatenated (what the
+  language model's evaluation chunks rely on), and a continuation
+  detokenized on its own keeps its leading space."""
+  lines = shakespeare_lines(400)
+  whole = lm_tokenizer.tokenize(tf.constant(["".join(lines)])).to_list()[0]
+  each = lm_tokenizer.tokenize(tf.constant(lines)).to_list()
+  assert whole == [i for line in each for i in line]
+  ids = lm_tokenizer.tokenize(tf.constant(["hear me"])).to_list()[0]
+  tail = lm_tokenizer.detokenize(tf.constant([ids[1:]])).numpy()[0].decode()
+  assert "hear me".endswith(tail) and tail.startswith((" ", "e", "a", "r"))
+
+
+def test_lm_tokenizer_get_config_round_trip(lm_tokenizer):
+  clone = SentencePieceLMTokenizer.from_config(lm_tokenizer.get_config())
+  text = tf.constant(["What, ho!\n"])
+  np.testing.assert_array_equal(clone(text), lm_tokenizer(text))

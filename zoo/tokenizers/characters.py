@@ -21,6 +21,7 @@ import tensorflow as tf
 
 PAD_ID = 0
 UNK_ID = 1
+NEVER_GENERATED = (PAD_ID, UNK_ID)  # by a language model
 _RESERVED_KEYS = (-1, -2)  # the vocabulary file's first two lines
 REPLACEMENT_CHARACTER = 0xFFFD
 

@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer layer and vocabulary learner (for translation).
+"""SentencePiece tokenizer layers and vocabulary learner (translation and LMs).
 
 One joint vocabulary for source and target, learned with the `sentencepiece`
 trainer from the training split of both languages, applied in the graph by
@@ -13,6 +13,14 @@ the vocabulary has never seen become the unknown id; nothing a string can
 contain raises an error (invalid UTF-8 is first replaced by U+FFFD, which
 SentencePiece's normalisation then drops). Detokenization is
 exact for text the vocabulary covers (SentencePiece keeps spaces as pieces).
+
+Language models use `SentencePieceLMTokenizer` (BOS first, no EOS: the text
+is read after a start token, like the character LM) over a vocabulary learned
+with `exact_text=True`: no normalisation, whitespace kept as it is, no dummy
+space before the first word and a newline piece of its own, so the text a
+model generates detokenizes exactly, line breaks included, and a
+continuation detokenized on its own keeps its leading space. No piece spans
+a newline, so the ids of a text are the ids of its lines, concatenated.
 """
 
 import io
@@ -23,10 +31,19 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+NEVER_GENERATED = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)  # by a language model
+# Trainer options that make the text round-trip exactly (language models).
+EXACT_TEXT_OPTIONS = dict(normalization_rule_name="identity",
+                          remove_extra_whitespaces=False,
+                          add_dummy_prefix=False, user_defined_symbols=["\n"])
 
 
-def learn_sentencepiece(texts, vocabulary_size, model_type="unigram"):
-  """Trains a SentencePiece model on an iterable of strings; returns its bytes."""
+def learn_sentencepiece(texts, vocabulary_size, model_type="unigram",
+                        exact_text=False):
+  """Trains a SentencePiece model on an iterable of strings; returns its bytes.
+
+  exact_text: keep the text exactly as it is (see the module docstring).
+  """
   import sentencepiece
   model = io.BytesIO()
   sentencepiece.SentencePieceTrainer.train(
@@ -34,7 +51,7 @@ def learn_sentencepiece(texts, vocabulary_size, model_type="unigram"):
       vocab_size=vocabulary_size, model_type=model_type,
       character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID,
       eos_id=EOS_ID, input_sentence_size=0, shuffle_input_sentence=False,
-      num_threads=2, minloglevel=2)
+      num_threads=2, minloglevel=2, **(EXACT_TEXT_OPTIONS if exact_text else {}))
   return model.getvalue()
 
 
@@ -95,3 +112,22 @@ class SentencePieceTokenizer(keras.layers.Layer):
     config.update(model_file=self.model_file,
                   sequence_length=self.sequence_length)
     return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SentencePieceLMTokenizer(SentencePieceTokenizer):
+  """string[B] -> int32[B, sequence_length]: BOS, then pieces, 0-padded.
+
+  The language-model form: every text is read after the start token (BOS,
+  `start_id`), there is no EOS, and texts are cut after sequence_length - 1
+  pieces.
+  """
+
+  start_id = BOS_ID
+
+  def call(self, strings):
+    ids = self.tokenize(strings)[:, : self.sequence_length - 1]  # [B, (<L)]
+    bos = tf.fill([ids.nrows(), 1], BOS_ID)
+    ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
+    return ids.to_tensor(default_value=PAD_ID,
+                         shape=[None, self.sequence_length])  # [B, L]
