@@ -103,8 +103,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     return _serve(context, "HandleReloadConfigRequest", run)
 
 
-def build_server(api, manager, host, port, max_workers, channel_options=()):
-  """(grpc.Server not yet started, bound port, HealthServicer)."""
+def build_server(api, manager, host, port, max_workers, channel_options=(),
+                 credentials=None):
+  """(grpc.Server not yet started, bound port, HealthServicer); the port is
+  TLS with `credentials` (grpc.ServerCredentials), else plain text."""
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc"),
       options=list(channel_options))
@@ -116,7 +118,9 @@ def build_server(api, manager, host, port, max_workers, channel_options=()):
       (PREDICTION_SERVICE, MODEL_SERVICE,
        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
        reflection.SERVICE_NAME), server)
-  bound = server.add_insecure_port(f"{_host_for_grpc(host)}:{port}")
+  address = f"{_host_for_grpc(host)}:{port}"
+  bound = (server.add_secure_port(address, credentials) if credentials is not None
+           else server.add_insecure_port(address))
   if not bound:
     raise OSError(f"cannot bind gRPC port {host}:{port}")
   return server, bound, health_servicer

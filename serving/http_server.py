@@ -18,6 +18,11 @@ No client can hold the port's resources for long (HttpOptions):
 the body limit applied to the decompressed size. With `enable_cors` every
 response carries TF Serving's CORS headers and an OPTIONS preflight is
 answered 200, as `--rest_api_enable_cors_support` does in TF Serving.
+
+With an `ssl_context` (serving/tls.py, from --ssl_config_file) the port speaks
+only HTTPS, metrics path included; a TLS handshake gets
+`header_timeout_seconds` too, and a failed one (plain HTTP, no or a wrongly
+signed client certificate) closes that connection only.
 """
 
 import asyncio
@@ -140,8 +145,9 @@ class RestServer:
   body)` -> (HTTP status, JSON object) answers each request."""
 
   def __init__(self, handler, host, port, metrics=None, metrics_path=None,
-               options=HttpOptions()):
+               options=HttpOptions(), ssl_context=None):
     self._handler = handler
+    self._ssl_context = ssl_context
     self._host = host
     self._port = port
     self._metrics = metrics
@@ -196,8 +202,11 @@ class RestServer:
         keepalive_timeout=self._options.header_timeout_seconds,
         lingering_time=min(_LINGER_SECONDS, self._options.body_timeout_seconds))
     await self._runner.setup()
+    tls = {} if self._ssl_context is None else {
+        "ssl": self._ssl_context,
+        "ssl_handshake_timeout": self._options.header_timeout_seconds}
     self._server = await asyncio.get_running_loop().create_server(
-        lambda: _Connection(self._runner.server, self._cap), self._host, self._port)
+        lambda: _Connection(self._runner.server, self._cap), self._host, self._port, **tls)
     self.port = self._server.sockets[0].getsockname()[1]
 
   async def _cleanup(self):

@@ -18,6 +18,7 @@ from serving import inference
 from serving import metrics as metrics_lib
 from serving import model_manager
 from serving import rest_api
+from serving import tls as tls_lib
 from serving import warmup
 
 log = logging.getLogger("serving.server")
@@ -53,6 +54,7 @@ class ServerOptions:
   tensorflow_inter_op_parallelism: int = 0
   allow_version_labels_for_unavailable_models: bool = False
   enable_serialization_as_tensor_content: bool = False
+  ssl_config_file: str = ""
   # Ours, beyond TF Serving: bounds on what one client can make the server hold.
   max_request_rows: int = 100_000
   rest_api_max_body_bytes: int = http_server.HttpOptions.max_body_bytes
@@ -93,6 +95,7 @@ class ModelServer:
     self.options = options
     self.metrics = metrics_lib.Metrics()
     self.metrics_path = config_lib.read_prometheus_path(options.monitoring_config_file)
+    self.tls = tls_lib.read_ssl_config(options.ssl_config_file)
     batching = (config_lib.read_batching_options(options.batching_parameters_file)
                 if options.enable_batching else None)
     session_config = None
@@ -124,7 +127,7 @@ class ModelServer:
     ] + parse_channel_arguments(options.grpc_channel_arguments)
     self._grpc_server, self.grpc_port, self._health = grpc_service.build_server(
         self.api, self.manager, options.host, options.port, options.grpc_max_threads,
-        channel_options)
+        channel_options, self.tls.grpc_credentials() if self.tls else None)
     self._rest = None
     self.rest_port = None
     self._config_poll_stop = threading.Event()
@@ -141,9 +144,11 @@ class ModelServer:
       handler = rest_api.RestHandler(self.api, self.manager, self.options.rest_api_timeout_in_ms)
       self._rest = http_server.RestServer(
           handler, self.options.host, self._rest_port_to_bind(), self.metrics,
-          self.metrics_path, self._http_options())
+          self.metrics_path, self._http_options(),
+          ssl_context=self.tls.ssl_context() if self.tls else None)
       self.rest_port = self._rest.start()
-      log.info("Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.rest_port)
+      log.info("Exporting HTTP%s/REST API at:%s:%d ...", "S" if self.tls else "",
+               self.options.host, self.rest_port)
     if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
       self._config_poll_thread = threading.Thread(
           target=self._poll_config_file, name="config-poll", daemon=True)

@@ -82,6 +82,11 @@ flags.DEFINE_boolean("allow_version_labels_for_unavailable_models",
 flags.DEFINE_boolean("enable_serialization_as_tensor_content",
                      _D.enable_serialization_as_tensor_content,
                      "Write Predict outputs as tensor_content bytes instead of typed fields.")
+flags.DEFINE_string("ssl_config_file", _D.ssl_config_file,
+                    "SSLConfig text proto (server_key, server_cert, custom_ca, "
+                    "client_verify: PEM text, as TF Serving's): TLS on the gRPC port, "
+                    "mutual TLS with client_verify; beyond TF Serving, the REST port "
+                    "(and its metrics path) is HTTPS with the same config.")
 
 # Ours, beyond TF Serving: what one client can make the server hold.
 flags.DEFINE_integer("max_request_rows", _D.max_request_rows,
