@@ -127,9 +127,9 @@ def test_cached_steps_give_the_full_forward_logits(model):
   hidden, cache = backbone.call_with_cache(ids[:, :prefill])
   np.testing.assert_allclose(backbone.logits(hidden).numpy(),
                              full[:, :prefill], atol=1e-5)
-  cache = tuple((tf.pad(k, [[0, 0], [0, CONTEXT - prefill], [0, 0], [0, 0]]),
-                 tf.pad(v, [[0, 0], [0, CONTEXT - prefill], [0, 0], [0, 0]]))
-                for k, v in cache)
+  cache = tuple((tf.pad(k, [[0, CONTEXT - prefill], [0, 0], [0, 0], [0, 0]]),
+                 tf.pad(v, [[0, CONTEXT - prefill], [0, 0], [0, 0], [0, 0]]))
+                for k, v in cache)  # time-major [T, B, H, Dh]
   for position in range(prefill, CONTEXT):
     hidden, cache = backbone.call_step(ids[:, position:position + 1], position,
                                        cache)

@@ -10,10 +10,16 @@ One model file to read top to bottom, nanoGPT style. Choices:
   - our own attention with an explicit key/value cache rather than keras_hub's
     TransformerDecoder: its cache update uses `slice_update`, which the
     TensorFlow backend lowers to an XLA-only op that TF Serving cannot run.
-    Here the cache is updated with a position mask (`tf.where`), a core op.
+    Here a step writes its key and value in place with `InplaceUpdate` (a
+    core op) and attends over the filled positions only, so a step costs in
+    proportion to the tokens so far, not to the context length.
 
-Cache layout, per block: keys and values float[B, T_max, H, Dh]; the backbone's
-cache is a tuple of (keys, values) pairs, one per block.
+Cache layout, per block: keys and values float[T_max, B, H, Dh], time-major,
+so that one position is one contiguous row: InplaceUpdate writes a row
+without copying the cache (when its buffer is not shared, as for a
+while-loop variable), and the filled part [:t + 1] is a slice of the
+leading dimension. The backbone's cache is a tuple of (keys, values) pairs,
+one per block; every cache tensor has the batch on axis 1.
 """
 
 import math
@@ -27,10 +33,36 @@ from zoo.layers.hashed_dropout import HashedDropout
 
 def empty_cache(batch_size, length, num_heads, head_dim, num_layers,
                 dtype=tf.float32):
-  """((keys, values) float[B, length, H, Dh] zeros, ...), one pair a layer."""
-  shape = [batch_size, length, num_heads, head_dim]
-  return tuple((tf.zeros(shape, dtype), tf.zeros(shape, dtype))
-               for _ in range(num_layers))
+  """((keys, values) float[length, B, H, Dh] zeros, ...), one pair a layer.
+
+  Each tensor is its own new buffer (the stateful `Empty` op, which graph
+  optimisation never merges or folds, unlike tf.zeros), as write_position
+  requires.
+  """
+  shape = tf.stack([length, batch_size, num_heads, head_dim])
+
+  def zeros():
+    return tf.raw_ops.Empty(shape=shape, dtype=dtype, init=True)
+  return tuple((zeros(), zeros()) for _ in range(num_layers))
+
+
+def time_major(x):
+  """float[B, T, H, Dh] -> float[T, B, H, Dh] (the cache layout)."""
+  return tf.transpose(x, [1, 0, 2, 3])
+
+
+def write_position(cache, position, new):
+  """cache float[T_max, B, H, Dh] with row `position` (scalar) set to new
+  float[B, 1, H, Dh], written into the cache's own buffer (InplaceUpdate
+  aliases its input), so a step costs the row, not the cache.
+
+  The old `cache` tensor must not be read again, and its buffer must be the
+  cache's alone: every cache here comes from empty_cache, from a pad or a
+  gather (new outputs), or from an earlier write_position.
+  """
+  row = tf.cast(time_major(new), cache.dtype)  # [1, B, H, Dh]
+  return tf.raw_ops.InplaceUpdate(x=cache, i=tf.reshape(position, [1]),
+                                  v=row)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -87,16 +119,21 @@ class CausalSelfAttention(keras.layers.Layer):
   def call_step(self, x, position, keys, values):
     """One position for every row: x float[B, 1, D] at `position` (scalar).
 
-    keys/values float[B, T_max, H, Dh] hold positions < position; returns
-    (float[B, 1, D], keys, values) with this position written in.
+    keys/values float[T_max, B, H, Dh] hold positions < position; returns
+    (float[B, 1, D], keys, values) with this position written in. Only the
+    filled positions 0..position are read.
     """
     q, k, v = self._project(x)  # [B, 1, H, Dh]
-    positions = tf.range(tf.shape(keys)[1])  # [T_max]
-    here = tf.equal(positions, position)[None, :, None, None]  # [1, T_max, 1, 1]
-    keys = tf.where(here, tf.cast(k, keys.dtype), keys)
-    values = tf.where(here, tf.cast(v, values.dtype), values)
-    visible = (positions <= position)[None, :]  # [1, T_max]
-    return self._attend(q, keys, values, visible, training=False), keys, values
+    keys = write_position(keys, position, k)
+    values = write_position(values, position, v)
+    filled = position + 1
+    scores = tf.einsum("bshd,tbhd->bhst", q, keys[:filled]) / math.sqrt(
+        self.head_dim)  # [B, H, 1, filled]
+    weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1),
+                      q.dtype)
+    out = tf.einsum("bhst,tbhd->bshd", weights, values[:filled])  # [B,1,H,Dh]
+    out = tf.reshape(out, [tf.shape(q)[0], 1, self.hidden_dim])
+    return self.output_dense(out), keys, values
 
   def get_config(self):
     config = super().get_config()
@@ -201,18 +238,19 @@ class DecoderBackbone(keras.Model):
     return self.call_with_cache(token_ids, training=training)[0]
 
   def call_with_cache(self, token_ids, training=None):
-    """ids int[B, T] -> (float[B, T, D], cache of T positions)."""
+    """ids int[B, T] -> (float[B, T, D], cache of T positions: (keys,
+    values) float[T, B, H, Dh] a block)."""
     x = self.embedding_dropout(self._embed(token_ids), training=training)
     cache = []
     for block in self.blocks:
       x, k, v = block(x, training=training)
-      cache.append((k, v))
+      cache.append((time_major(k), time_major(v)))
     return self.final_norm(x), tuple(cache)
 
   def call_step(self, token_ids, position, cache):
     """ids int[B, 1] at scalar `position` -> (float[B, 1, D], updated cache).
 
-    `cache` holds every block's (keys, values) float[B, T_max, H, Dh] for
+    `cache` holds every block's (keys, values) float[T_max, B, H, Dh] for
     positions < position; positions >= position are ignored.
     """
     x = self._embed(token_ids, start_index=position)  # [B, 1, D]
@@ -223,7 +261,7 @@ class DecoderBackbone(keras.Model):
     return self.final_norm(x), tuple(new_cache)
 
   def empty_cache(self, batch_size, dtype=tf.float32):
-    """Zeros for every block: ((keys, values) float[B, T_max, H, Dh], ...)."""
+    """Zeros for every block: ((keys, values) float[T_max, B, H, Dh], ...)."""
     return empty_cache(batch_size, self.sequence_length, self.num_heads,
                        self.hidden_dim // self.num_heads, self.num_layers,
                        dtype)

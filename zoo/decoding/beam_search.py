@@ -14,7 +14,8 @@ finished one any more.
 
 The model enters through `step_fn(token_ids int32[N, 1], position, cache) ->
 (log_probs float32[N, V], cache)` with N = batch * K, rows beam-major
-(row r's beams are r*K .. r*K + K-1); every cache tensor has N first and is
+(row r's beams are r*K .. r*K + K-1); every cache tensor has N on axis 1
+(time-major, zoo.backbones.decoder) and is
 reordered as beams are chosen.
 """
 
@@ -88,8 +89,8 @@ def beam_search(step_fn, cache, beam_size, max_output_length, alpha, context,
     sequences = _gather_beams(candidate_sequences, chosen)
     parent = _gather_beams(source_beam, chosen)  # [B, K]
     rows = (tf.range(batch_size)[:, None] * beams + parent)  # [B, K]
-    cache = tf.nest.map_structure(
-        lambda c: tf.gather(c, tf.reshape(rows, [-1])), cache)
+    cache = tf.nest.map_structure(  # the batch is axis 1 of the cache
+        lambda c: tf.gather(c, tf.reshape(rows, [-1]), axis=1), cache)
 
     # Finished: merge candidates that ended with the best so far.
     top_b = ranks < beam_size[:, None]  # [1|B, 2K]

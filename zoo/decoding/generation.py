@@ -76,9 +76,9 @@ def continuation(tokens, prompt_lengths, num_generated):
 
 
 def _pad_cache(cache, length):
-  """Pads every (keys, values) [B, S, H, Dh] along S to `length`."""
+  """Pads every (keys, values) [S, B, H, Dh] along S to `length`."""
   def pad(x):
-    return tf.pad(x, [[0, 0], [0, length - tf.shape(x)[1]], [0, 0], [0, 0]])
+    return tf.pad(x, [[0, length - tf.shape(x)[0]], [0, 0], [0, 0], [0, 0]])
   return tuple((pad(k), pad(v)) for k, v in cache)
 
 
