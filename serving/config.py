@@ -123,6 +123,28 @@ def validate_model_server_config(config):
           f"Model {model.name} requests unsupported platform {model.model_platform}")
     if not model.base_path:
       raise ConfigError(f"Model {model.name} has no base_path")
+    if model.HasField("logging_config"):
+      validate_logging_config(model.name, model.logging_config)
+
+
+# LogCollectorConfig.type values we write (serving/request_log.py): TFRecord files.
+LOG_COLLECTOR_TYPES = ("", "tfrecord")
+
+
+def validate_logging_config(model_name, logging_config):
+  """Raises ConfigError for a LoggingConfig serving/request_log.py cannot honour."""
+  collector = logging_config.log_collector_config
+  where = f"Model {model_name} logging_config"
+  if collector.type not in LOG_COLLECTOR_TYPES:
+    raise ConfigError(f"{where}: log_collector_config type {collector.type!r} is not "
+                      "supported; leave it empty or set \"tfrecord\" (TFRecord files)")
+  if not collector.filename_prefix:
+    raise ConfigError(f"{where}: log_collector_config has no filename_prefix")
+  rate = logging_config.sampling_config.sampling_rate
+  if not 0.0 <= rate <= 1.0:
+    raise ConfigError(f"{where}: sampling_rate {rate:g} is not in [0, 1]")
+  if logging_config.HasField("custom_logging_config"):
+    raise ConfigError(f"{where}: custom_logging_config is not supported")
 
 
 @dataclasses.dataclass(frozen=True)

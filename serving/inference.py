@@ -18,6 +18,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
 from serving import errors
+from serving import request_log
 from serving import tensor_codec
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -355,14 +356,18 @@ class PredictionApi:
 
   Requests of more than `max_rows` rows are refused (0: no limit). Metrics are
   labelled with the model and signature names only where they exist, so
-  requests for made-up names cannot grow the metrics without bound.
+  requests for made-up names cannot grow the metrics without bound. Each
+  successful call goes to `request_logs` (serving/request_log.py), which
+  keeps it if the model's logging_config samples it.
   """
 
-  def __init__(self, manager, metrics=None, as_tensor_content=False, max_rows=0):
+  def __init__(self, manager, metrics=None, as_tensor_content=False, max_rows=0,
+               request_logs=None):
     self.manager = manager
     self.metrics = metrics
     self.as_tensor_content = as_tensor_content
     self.max_rows = max_rows
+    self.request_logs = request_logs
 
   def _call(self, api, request, entrypoint, deadline, fn, prepare=None):
     model_spec = request.model_spec if api != "MultiInference" else (
@@ -377,7 +382,10 @@ class PredictionApi:
         held.append(servable)
         if prepare is not None:
           prepare(servable)
-        return fn(servable)
+        response = fn(servable)
+        if self.request_logs is not None and api in request_log.LOG_FIELDS:
+          self.request_logs.log(api, request, response, servable.name, servable.version)
+        return response
     except errors.ServingError as e:
       status = e.code.name
       raise

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, latency, batch sizes, model load state and load time.
+"""Prometheus metrics: requests, latency, batch sizes, model load state and load time,
+request log records.
 
 Each server owns its own CollectorRegistry (several servers can live in one
 process, as in the tests). `render()` gives the text exposition the REST port
@@ -41,6 +42,15 @@ class Metrics:
     self.load_latency = prometheus_client.Histogram(
         "tfserving_model_load_latency_seconds", "Time to load and warm up a version.",
         ["model_name", "status"], buckets=_LATENCY_BUCKETS, registry=reg)
+    self.request_log_records = prometheus_client.Counter(
+        "tfserving_request_log_records",
+        "Request log records (ModelConfig.logging_config) by model and outcome: "
+        "written, or dropped (the log path cannot be written, or the writer is behind).",
+        ["model_name", "outcome"], registry=reg)
+    self.request_log_seconds = prometheus_client.Counter(
+        "tfserving_request_log_request_seconds",
+        "Time requests spent building and writing their request log records.",
+        ["model_name"], registry=reg)
 
   def record_request(self, model_name, api, signature_name, status, entrypoint, seconds):
     labels = (model_name, api, signature_name, status, entrypoint)
@@ -53,6 +63,12 @@ class Metrics:
 
   def record_load(self, model_name, seconds, ok):
     self.load_latency.labels(model_name, "OK" if ok else "ERROR").observe(seconds)
+
+  def record_request_log(self, model_name, outcome, count=1):
+    self.request_log_records.labels(model_name, outcome).inc(count)
+
+  def record_request_log_seconds(self, model_name, seconds):
+    self.request_log_seconds.labels(model_name).inc(seconds)
 
   def set_model_states(self, states):
     """states: {model: {version: ModelVersionStatus.State}}."""

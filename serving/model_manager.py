@@ -65,9 +65,13 @@ class _Model:
 class ModelManager:
   """Owns every loaded version. Thread-safe."""
 
-  def __init__(self, server_config, options, warmup_fn=None, metrics=None):
+  def __init__(self, server_config, options, warmup_fn=None, metrics=None,
+               status_note=None):
+    """status_note(model name) -> '' or a problem GetModelStatus reports on the
+    model's available versions (with error_code OK: they serve)."""
     config_lib.validate_model_server_config(server_config)
     self._options = options
+    self._status_note = status_note
     self._warmup_fn = warmup_fn
     self._metrics = metrics
     self._lock = threading.RLock()
@@ -369,6 +373,7 @@ class ModelManager:
       states = {wanted: states[wanted]}
     elif not states:
       raise errors.not_found(f"Could not find any versions of model {errors.echo(name)}")
+    note = self._status_note(name) if self._status_note is not None else ""
     for version in sorted(states, reverse=True):
       st = states[version]
       entry = response.model_version_status.add()
@@ -378,7 +383,15 @@ class ModelManager:
       if st.error is not None:
         entry.status.error_code = st.error.code.value[0]
         entry.status.error_message = st.error.message
+      elif note and st.state == State.AVAILABLE:
+        entry.status.error_message = note
     return response
+
+  def logging_configs(self):
+    """{model name: LoggingConfig} of the models whose config has one."""
+    with self._lock:
+      return {name: m.config.logging_config for name, m in self._models.items()
+              if m.config.HasField("logging_config")}
 
   def version_states(self):
     """{model: {version: state enum}} for metrics."""

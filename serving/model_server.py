@@ -17,6 +17,7 @@ from serving import http_server
 from serving import inference
 from serving import metrics as metrics_lib
 from serving import model_manager
+from serving import request_log
 from serving import rest_api
 from serving import tls as tls_lib
 from serving import warmup
@@ -62,6 +63,9 @@ class ServerOptions:
   rest_api_body_timeout_seconds: float = http_server.HttpOptions.body_timeout_seconds
   rest_api_max_connections: int = http_server.HttpOptions.max_connections
   rest_api_enable_cors_support: bool = False
+  # Ours: rotation of the request logs that ModelConfig.logging_config asks for.
+  request_log_max_file_bytes: int = request_log.LogOptions.max_file_bytes
+  request_log_max_files: int = request_log.LogOptions.max_files
 
 
 def parse_channel_arguments(text):
@@ -115,12 +119,17 @@ class ModelServer:
         allow_version_labels_for_unavailable_models=(
             options.allow_version_labels_for_unavailable_models))
     iterations = max(1, options.num_request_iterations_for_warmup)
+    self.request_logs = request_log.RequestLogs(
+        request_log.LogOptions(max_file_bytes=options.request_log_max_file_bytes,
+                               max_files=options.request_log_max_files),
+        manager_options.saved_model_tags, self.metrics)
     self.manager = model_manager.ModelManager(
         build_server_config(options), manager_options,
-        warmup_fn=lambda s: warmup.run_warmup(s, iterations), metrics=self.metrics)
+        warmup_fn=lambda s: warmup.run_warmup(s, iterations), metrics=self.metrics,
+        status_note=self.request_logs.problem)
     self.api = inference.PredictionApi(
         self.manager, self.metrics, options.enable_serialization_as_tensor_content,
-        max_rows=options.max_request_rows)
+        max_rows=options.max_request_rows, request_logs=self.request_logs)
     channel_options = [
         ("grpc.max_receive_message_length", options.grpc_max_message_size),
         ("grpc.max_send_message_length", options.grpc_max_message_size),
@@ -170,6 +179,7 @@ class ModelServer:
     return 0 if self.options.rest_api_port < 0 else self.options.rest_api_port
 
   def _on_models_changed(self):
+    self.request_logs.configure(self.manager.logging_configs())
     grpc_service.update_health(self._health, self.manager)
     self.metrics.set_model_states(self.manager.version_states())
 
@@ -199,6 +209,7 @@ class ModelServer:
       self._rest.stop()
     self._grpc_server.stop(grace).wait()
     self.manager.stop()
+    self.request_logs.close()
     self._stopped.set()
 
 

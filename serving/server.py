@@ -109,6 +109,12 @@ flags.DEFINE_integer("rest_api_max_connections", _D.rest_api_max_connections,
 flags.DEFINE_boolean("rest_api_enable_cors_support", _D.rest_api_enable_cors_support,
                      "As TF Serving: CORS headers (Access-Control-Allow-Origin: *) on every "
                      "REST response, and OPTIONS preflight requests answered.")
+flags.DEFINE_integer("request_log_max_file_bytes", _D.request_log_max_file_bytes,
+                     "Request logs (ModelConfig.logging_config): a log file is closed and "
+                     "the next one started once it holds this many bytes.", lower_bound=1)
+flags.DEFINE_integer("request_log_max_files", _D.request_log_max_files,
+                     "Request logs: keep only this many newest files per filename_prefix "
+                     "(0: keep all).", lower_bound=0)
 
 
 def options_from_flags():
