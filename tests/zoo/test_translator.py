@@ -161,11 +161,12 @@ def test_cached_decoding_steps_give_the_full_forward_logits(model):
   targets = random_targets(3, seed=3)
   full = logits_of(model, sources.numpy(), targets)
   encoded, mask = backbone.encode(sources, training=False)
+  memory = backbone.cross_attention_memory(encoded)
   cache = backbone.empty_cache(3)
   for position in range(CONTEXT):
     hidden, cache = backbone.decode_step(
         tf.constant(targets[:, position:position + 1]), position, cache,
-        encoded, mask)
+        memory, mask)
     np.testing.assert_allclose(backbone.logits(hidden).numpy()[:, 0],
                                full[:, position], atol=1e-5, rtol=1e-5,
                                err_msg=position)

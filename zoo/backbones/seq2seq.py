@@ -5,8 +5,9 @@
   decoder  target ids int[B, T] + encoder output -> float[B, T, D]; causal
            self-attention (zoo.backbones.decoder.CausalSelfAttention, with its
            key/value cache for decoding) and cross-attention to the source
-           (zoo.layers.attention; the source is short, so its keys and
-           values are simply recomputed each step).
+           (zoo.layers.attention). Decoding projects the source's
+           cross-attention keys and values once per search
+           (cross_attention_memory) and every step reads them.
 One embedding matrix serves the source, the target and the output projection
 (three-way tying over a joint vocabulary: zoo.tokenizers.sentencepiece).
 Inputs are scaled by sqrt(D) and summed with sinusoidal positions, which need
@@ -66,11 +67,13 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     self.mlp_out.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
     self.built = True
 
-  def _cross_and_mlp(self, x, source, source_mask, training):
-    """x float[B, T, D], source float[B, S, D], source_mask bool[B, S]."""
+  def _cross_and_mlp(self, x, memory, source_mask, training):
+    """x float[B, T, D], memory: the cross-attention (keys, values)
+    float[B, S, H, Dh] of the source, source_mask bool[B, S]."""
     attention_mask = source_mask[:, None, :]  # [B, 1, S], broadcast over T
-    h = self.cross_attention(self.cross_attention_norm(x), source,
-                             attention_mask=attention_mask, training=training)
+    h = self.cross_attention.attend_memory(
+        self.cross_attention_norm(x), *memory, attention_mask=attention_mask,
+        training=training)
     x = x + self.residual_dropout(h, training=training)
     h = self.mlp_out(self.mlp_in(self.mlp_norm(x)))
     return x + self.residual_dropout(h, training=training)
@@ -80,12 +83,18 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     h, k, v = self.self_attention(self.self_attention_norm(x),
                                   training=training)
     x = x + self.residual_dropout(h, training=training)
-    return self._cross_and_mlp(x, source, source_mask, training), k, v
+    memory = self.cross_attention.project_memory(source)
+    return self._cross_and_mlp(x, memory, source_mask, training), k, v
 
-  def call_step(self, x, position, keys, values, source, source_mask):
+  def call_step(self, x, position, keys, values, memory, source_mask):
+    """One position: memory is this block's cross_attention_memory."""
     h, keys, values = self.self_attention.call_step(
         self.self_attention_norm(x), position, keys, values)
-    return self._cross_and_mlp(x + h, source, source_mask, False), keys, values
+    return self._cross_and_mlp(x + h, memory, source_mask, False), keys, values
+
+  def cross_attention_memory(self, source):
+    """source float[B, S, D] -> its (keys, values) float[B, S, H, Dh]."""
+    return self.cross_attention.project_memory(source)
 
   def get_config(self):
     config = super().get_config()
@@ -166,18 +175,28 @@ class Seq2SeqBackbone(keras.Model):
     return self.decode(inputs["target_ids"], source, source_mask,
                        training=training)
 
-  def decode_step(self, token_ids, position, cache, source, source_mask):
-    """ids int[B, 1] at scalar `position` -> (float[B, 1, D], new cache)."""
+  def cross_attention_memory(self, source):
+    """Encoder output float[B, S, D] -> every decoder block's cross-attention
+    (keys, values) float[B, S, H, Dh]: computed once per search."""
+    return tuple(block.cross_attention_memory(source)
+                 for block in self.decoder_blocks)
+
+  def decode_step(self, token_ids, position, cache, memory, source_mask):
+    """ids int[B, 1] at scalar `position` -> (float[B, 1, D], new cache).
+
+    memory: cross_attention_memory of the encoded source (rows as ids).
+    """
     x = self._embed(token_ids, start_index=position)  # [B, 1, D]
     new_cache = []
-    for block, (keys, values) in zip(self.decoder_blocks, cache):
-      x, keys, values = block.call_step(x, position, keys, values, source,
-                                        source_mask)
+    for block, (keys, values), block_memory in zip(self.decoder_blocks, cache,
+                                                   memory):
+      x, keys, values = block.call_step(x, position, keys, values,
+                                        block_memory, source_mask)
       new_cache.append((keys, values))
     return self.decoder_norm(x), tuple(new_cache)
 
   def empty_cache(self, batch_size, dtype=tf.float32):
-    """Zeros for every decoder block: ((keys, values) float[B, T, H, Dh], ...)."""
+    """Zeros for every decoder block: ((keys, values) float[T, B, H, Dh], ...)."""
     return empty_cache(batch_size, self.sequence_length, self.num_heads,
                        self.hidden_dim // self.num_heads,
                        self.num_decoder_layers, dtype)

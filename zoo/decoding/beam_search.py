@@ -14,9 +14,11 @@ finished one any more.
 
 The model enters through `step_fn(token_ids int32[N, 1], position, cache) ->
 (log_probs float32[N, V], cache)` with N = batch * K, rows beam-major
-(row r's beams are r*K .. r*K + K-1); every cache tensor has N on axis 1
-(time-major, zoo.backbones.decoder) and is
-reordered as beams are chosen.
+(row r's beams are r*K .. r*K + K-1); every cache tensor is time-major,
+[T, N, ...] (zoo.backbones.decoder), holds the positions decoded so far
+first, and is reordered as beams are chosen (only those positions move).
+What is the same for every beam of a sentence (the source's cross-attention
+keys and values) stays out of the cache and is never reordered.
 """
 
 import tensorflow as tf
@@ -32,6 +34,16 @@ def gnmt_length_penalty(length, alpha):
 def _gather_beams(x, indices):
   """x [B, M, ...], indices int32[B, K] -> [B, K, ...]."""
   return tf.gather(x, indices, batch_dims=1)
+
+
+def reorder_filled(cache, rows, filled):
+  """cache [T, N, ...] with its first `filled` positions taken from `rows`
+  (int32[N]) and written back in place (InplaceUpdate, into the cache's own
+  buffer: the step's output): the reordering moves the positions decoded so
+  far, not the whole context. Later positions are stale, and the next steps
+  write them before any step reads them."""
+  moved = tf.gather(cache[:filled], rows, axis=1)  # [filled, N, ...]
+  return tf.raw_ops.InplaceUpdate(x=cache, i=tf.range(filled), v=moved)
 
 
 def beam_search(step_fn, cache, beam_size, max_output_length, alpha, context,
@@ -89,8 +101,8 @@ def beam_search(step_fn, cache, beam_size, max_output_length, alpha, context,
     sequences = _gather_beams(candidate_sequences, chosen)
     parent = _gather_beams(source_beam, chosen)  # [B, K]
     rows = (tf.range(batch_size)[:, None] * beams + parent)  # [B, K]
-    cache = tf.nest.map_structure(  # the batch is axis 1 of the cache
-        lambda c: tf.gather(c, tf.reshape(rows, [-1]), axis=1), cache)
+    cache = tf.nest.map_structure(
+        lambda c: reorder_filled(c, tf.reshape(rows, [-1]), t + 1), cache)
 
     # Finished: merge candidates that ended with the best so far.
     top_b = ranks < beam_size[:, None]  # [1|B, 2K]

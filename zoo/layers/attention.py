@@ -82,9 +82,19 @@ class MultiHeadAttention(keras.layers.Layer):
     self.built = True
 
   def call(self, query, value, attention_mask=None, training=None):
+    key, value = self.project_memory(value)
+    return self.attend_memory(query, key, value, attention_mask, training)
+
+  def project_memory(self, value):
+    """value float[B, S, D'] -> (keys, values) float[B, S, H, Dh]: what a
+    decoder computes once per source and reuses at every step."""
+    return self.key_dense(value), self.value_dense(value)
+
+  def attend_memory(self, query, key, value, attention_mask=None,
+                    training=None):
+    """query float[B, T, D] over projected keys/values [B, S, H, Dh] (from
+    project_memory) -> float[B, T, D]; the same arithmetic as `call`."""
     query = self.query_dense(query)  # [B, T, H, Dh]
-    key = self.key_dense(value)  # [B, S, H, Dh]
-    value = self.value_dense(value)  # [B, S, H, Dh]
     mask = None
     if attention_mask is not None:  # [B, T or 1, S] -> [B, 1, T or 1, S]
       mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)

@@ -92,13 +92,17 @@ class Translator(TaskModel):
       max_output_length = tf.identity(max_output_length)
       length_penalty = tf.identity(length_penalty)
     beams = tf.maximum(tf.reduce_max(beam_size), 1)  # K (1 for no rows)
+    # The source is encoded, and its cross-attention keys and values
+    # projected, once per sentence; the beams of a sentence share them.
     source, source_mask = backbone.encode(source_ids, training=False)
-    source = tf.repeat(source, beams, axis=0)  # [B*K, S, D], beam-major
+    memory = tf.nest.map_structure(  # [B*K, S, H, Dh] each, beam-major
+        lambda m: tf.repeat(m, beams, axis=0),
+        backbone.cross_attention_memory(source))
     source_mask = tf.repeat(source_mask, beams, axis=0)  # [B*K, S]
-    cache = backbone.empty_cache(tf.shape(source)[0], source.dtype)
+    cache = backbone.empty_cache(tf.shape(source_mask)[0], source.dtype)
 
     def step(token_ids, position, cache):
-      hidden, cache = backbone.decode_step(token_ids, position, cache, source,
+      hidden, cache = backbone.decode_step(token_ids, position, cache, memory,
                                            source_mask)  # [N, 1, D]
       logits = tf.cast(backbone.logits(hidden)[:, 0], tf.float32)  # [N, V]
       log_probs = tf.nn.log_softmax(logits, axis=-1)  # the model's own
