@@ -88,7 +88,9 @@ def parse_text_proto(path, message):
   try:
     return text_format.Parse(text, message)
   except (text_format.ParseError, ValueError) as e:  # ValueError: e.g. bad \x escapes
-    raise ConfigError(f"{path} is not a valid {message.DESCRIPTOR.name}: {e}") from None
+    raise ConfigError(
+        f"{path} is not a valid {message.DESCRIPTOR.name}: Error parsing text-format "
+        f"{message.DESCRIPTOR.full_name}: {e}") from None
 
 
 def read_model_server_config(path):
@@ -194,6 +196,20 @@ def read_batching_options(path):
   if not path:
     return BatchingOptions()
   return BatchingOptions.from_proto(parse_text_proto(path, BatchingParameters()))
+
+
+BATCHING_PARAMS_FILENAME = "batching_params.pbtxt"
+
+
+def read_version_batching_options(version_dir, common):
+  """--enable_per_model_batching_parameters: BatchingOptions from the version's
+  batching_params.pbtxt with the threads of `common` (the global config), or
+  None (no batching) when the version has no such file, as in TF Serving."""
+  path = os.path.join(version_dir, BATCHING_PARAMS_FILENAME)
+  if not os.path.isfile(path):
+    return None
+  options = BatchingOptions.from_proto(parse_text_proto(path, BatchingParameters()))
+  return dataclasses.replace(options, num_batch_threads=common.num_batch_threads)
 
 
 def read_prometheus_path(path):

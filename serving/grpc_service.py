@@ -104,9 +104,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(api, manager, host, port, max_workers, channel_options=(),
-                 credentials=None):
+                 credentials=None, socket_path=""):
   """(grpc.Server not yet started, bound port, HealthServicer); the port is
-  TLS with `credentials` (grpc.ServerCredentials), else plain text."""
+  TLS with `credentials` (grpc.ServerCredentials), else plain text. With
+  `socket_path` the server also listens on that UNIX socket (TF Serving's
+  --grpc_socket_path, same credentials); port None: no TCP port, bound None."""
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc"),
       options=list(channel_options))
@@ -118,12 +120,19 @@ def build_server(api, manager, host, port, max_workers, channel_options=(),
       (PREDICTION_SERVICE, MODEL_SERVICE,
        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
        reflection.SERVICE_NAME), server)
-  address = f"{_host_for_grpc(host)}:{port}"
-  bound = (server.add_secure_port(address, credentials) if credentials is not None
-           else server.add_insecure_port(address))
-  if not bound:
-    raise OSError(f"cannot bind gRPC port {host}:{port}")
+  bound = None
+  if port is not None:
+    bound = _listen(server, f"{_host_for_grpc(host)}:{port}", credentials)
+    if not bound:
+      raise OSError(f"cannot bind gRPC port {host}:{port}")
+  if socket_path and not _listen(server, f"unix:{socket_path}", credentials):
+    raise OSError(f"cannot listen on the gRPC UNIX socket {socket_path}")
   return server, bound, health_servicer
+
+
+def _listen(server, address, credentials):
+  return (server.add_secure_port(address, credentials) if credentials is not None
+          else server.add_insecure_port(address))
 
 
 class _Unparsed:
@@ -173,13 +182,18 @@ def _host_for_grpc(host):
   return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def update_health(health_servicer, manager):
-  """SERVING for '' and the services once every model has an available version;
-  per-model entries (service name = model name) say which models are ready."""
+# The names TF Serving's --enable_grpc_healthcheck_service reports SERVING.
+TF_SERVING_HEALTH_NAMES = ("ModelService", "PredictionService")
+
+
+def update_health(health_servicer, manager, extra_names=()):
+  """SERVING for '', the services and `extra_names` once every model has an
+  available version; per-model entries (service name = model name) say which
+  models are ready."""
   serving = health_pb2.HealthCheckResponse.SERVING
   not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
   overall = serving if manager.all_models_available() else not_serving
-  for service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
+  for service in ("", PREDICTION_SERVICE, MODEL_SERVICE) + tuple(extra_names):
     health_servicer.set(service, overall)
   for name in manager.model_names():
     ready = _model_ready(manager, name)

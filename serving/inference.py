@@ -4,7 +4,9 @@ which resolves the ModelSpec through the manager and records metrics.
 
 Validation and messages follow TF Serving's predict_util.cc, classifier.cc,
 regressor.cc, multi_inference.cc and get_model_metadata_impl.cc; the gRPC
-service, the REST API and model warmup all go through here.
+service, the REST API and model warmup all go through here. `check_method`
+is TF Serving's --enable_signature_method_name_check: a signature must then
+have the method_name of the API that runs it (Predict takes any of the three).
 """
 
 import time
@@ -48,7 +50,8 @@ def _keys(mapping):
 # ---- Predict -------------------------------------------------------------------------
 
 
-def predict(servable, request, deadline=None, as_tensor_content=False, max_rows=0):
+def predict(servable, request, deadline=None, as_tensor_content=False, max_rows=0,
+            check_method=False):
   """PredictResponse for a PredictRequest, run on `servable` (inputs of more than
   `max_rows` rows are refused; 0: no limit)."""
   sig_name = _signature_name(request.model_spec)
@@ -56,6 +59,13 @@ def predict(servable, request, deadline=None, as_tensor_content=False, max_rows=
   if signature is None:
     raise errors.failed_precondition(
         f'Serving signature key "{errors.echo(sig_name)}" not found.')
+  if check_method and signature.method_name not in (
+      PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+    raise errors.ServingError(
+        grpc.StatusCode.INTERNAL,
+        "Expected prediction signature method_name to be one of "
+        f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
+        f"Was: {errors.echo(signature.method_name)}")
   feeds = prepare_predict_inputs(signature, request.inputs, max_rows)
   aliases, fetches = _predict_outputs(signature, request.output_filter)
   outputs = servable.run(feeds, fetches, deadline)
@@ -79,7 +89,7 @@ def prepare_predict_inputs(signature, inputs, max_rows=0):
         f"Sent extra: {{{_keys(sent - want)}}}. "
         f"Missing but required: {{{_keys(want - sent)}}}.")
   feeds = {}
-  for position, alias in enumerate(sorted(inputs)):
+  for alias in sorted(inputs):
     info = expected.get(alias)
     if info is None:
       raise errors.invalid_argument(
@@ -88,7 +98,8 @@ def prepare_predict_inputs(signature, inputs, max_rows=0):
     if info.WhichOneof("encoding") != "name":
       raise errors.invalid_argument(
           f"input tensor alias {alias} is not a dense tensor in the signature")
-    tensor_codec.check_compatible(alias, inputs[alias], info, position)
+    # No dtype or shape check against the signature: as TF Serving's
+    # GetInputValues, the tensor goes to the session and the kernels decide.
     tensor_codec.check_rows(alias, inputs[alias], max_rows)
     feeds[info.name] = tensor_codec.to_ndarray(inputs[alias], alias)
   for alias in sorted(set(expected) - set(inputs)):
@@ -156,8 +167,17 @@ def _find_signature(servable, model_spec):
   return sig_name, signature
 
 
-def classification_tensors(signature):
+def _check_method(signature, method, what):
+  if signature.method_name != method:
+    raise errors.invalid_argument(
+        f"Expected {what} signature method_name to be {method}. "
+        f"Was: {errors.echo(signature.method_name)}")
+
+
+def classification_tensors(signature, check_method=False):
   """(input tensor name, [output tensor names]) as PreProcessClassification."""
+  if check_method:
+    _check_method(signature, CLASSIFY_METHOD, "classification")
   if len(signature.inputs) != 1:
     raise errors.invalid_argument("Expected one input Tensor.")
   if len(signature.outputs) not in (1, 2):
@@ -174,8 +194,10 @@ def classification_tensors(signature):
   return signature.inputs["inputs"].name, names
 
 
-def regression_tensors(signature):
+def regression_tensors(signature, check_method=False):
   """(input tensor name, [output tensor name]) as PreProcessRegression."""
+  if check_method:
+    _check_method(signature, REGRESS_METHOD, "regression")
   if len(signature.inputs) != 1:
     raise errors.invalid_argument("Expected one input Tensor.")
   if len(signature.outputs) != 1:
@@ -244,9 +266,9 @@ def regression_result(signature, num_examples, by_name, result):
     result.regressions.add().value = float(v)
 
 
-def classify(servable, request, deadline=None, max_rows=0):
+def classify(servable, request, deadline=None, max_rows=0, check_method=False):
   sig_name, signature = _find_signature(servable, request.model_spec)
-  input_name, fetches = classification_tensors(signature)
+  input_name, fetches = classification_tensors(signature, check_method)
   examples = serialized_examples(request.input, max_rows)
   outputs = servable.run({input_name: examples}, fetches, deadline)
   response = classification_pb2.ClassificationResponse()
@@ -255,9 +277,9 @@ def classify(servable, request, deadline=None, max_rows=0):
   return response
 
 
-def regress(servable, request, deadline=None, max_rows=0):
+def regress(servable, request, deadline=None, max_rows=0, check_method=False):
   sig_name, signature = _find_signature(servable, request.model_spec)
-  input_name, fetches = regression_tensors(signature)
+  input_name, fetches = regression_tensors(signature, check_method)
   examples = serialized_examples(request.input, max_rows)
   outputs = servable.run({input_name: examples}, fetches, deadline)
   response = regression_pb2.RegressionResponse()
@@ -266,7 +288,7 @@ def regress(servable, request, deadline=None, max_rows=0):
   return response
 
 
-def multi_inference(servable, request, deadline=None, max_rows=0):
+def multi_inference(servable, request, deadline=None, max_rows=0, check_method=False):
   """MultiInferenceResponse: classify/regress tasks sharing one Session run."""
   model_name, seen, plans, inputs, fetches = "", set(), [], set(), []
   for task in request.tasks:
@@ -285,9 +307,9 @@ def multi_inference(servable, request, deadline=None, max_rows=0):
       raise errors.invalid_argument(
           f"Requested signature not found in model graph: {errors.echo(sig_name)}")
     if task.method_name == CLASSIFY_METHOD:
-      input_name, names = classification_tensors(signature)
+      input_name, names = classification_tensors(signature, check_method)
     elif task.method_name == REGRESS_METHOD:
-      input_name, names = regression_tensors(signature)
+      input_name, names = regression_tensors(signature, check_method)
     else:
       raise errors.ServingError(
           grpc.StatusCode.UNIMPLEMENTED,
@@ -362,11 +384,12 @@ class PredictionApi:
   """
 
   def __init__(self, manager, metrics=None, as_tensor_content=False, max_rows=0,
-               request_logs=None):
+               request_logs=None, check_method=False):
     self.manager = manager
     self.metrics = metrics
     self.as_tensor_content = as_tensor_content
     self.max_rows = max_rows
+    self.check_method = check_method  # --enable_signature_method_name_check
     self.request_logs = request_logs
 
   def _call(self, api, request, entrypoint, deadline, fn, prepare=None):
@@ -414,19 +437,22 @@ class PredictionApi:
     uses it to read the signature's input types and fill the request)."""
     return self._call("Predict", request, entrypoint, deadline,
                       lambda s: predict(s, request, deadline, self.as_tensor_content,
-                                        self.max_rows), prepare)
+                                        self.max_rows, self.check_method), prepare)
 
   def classify(self, request, entrypoint="GRPC", deadline=None, prepare=None):
     return self._call("Classify", request, entrypoint, deadline,
-                      lambda s: classify(s, request, deadline, self.max_rows), prepare)
+                      lambda s: classify(s, request, deadline, self.max_rows,
+                                         self.check_method), prepare)
 
   def regress(self, request, entrypoint="GRPC", deadline=None, prepare=None):
     return self._call("Regress", request, entrypoint, deadline,
-                      lambda s: regress(s, request, deadline, self.max_rows), prepare)
+                      lambda s: regress(s, request, deadline, self.max_rows,
+                                        self.check_method), prepare)
 
   def multi_inference(self, request, entrypoint="GRPC", deadline=None):
     return self._call("MultiInference", request, entrypoint, deadline,
-                      lambda s: multi_inference(s, request, deadline, self.max_rows))
+                      lambda s: multi_inference(s, request, deadline, self.max_rows,
+                                                self.check_method))
 
   def model_metadata(self, request, entrypoint="GRPC"):
     validate_metadata_request(request)

@@ -51,9 +51,11 @@ def parse(body):
     raise errors.invalid_argument(
         f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
   try:
-    doc = json.loads(text, parse_int=_parse_int)
+    # As RapidJSON with kParseStopWhenDoneFlag: what follows the document is ignored.
+    doc, _ = _DECODER.raw_decode(text, len(text) - len(text.lstrip(_JSON_SPACE)))
   except json.JSONDecodeError as e:
-    raise errors.invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+    raise errors.invalid_argument(
+        f"JSON Parse error: {_rapidjson_message(e)} at offset: {e.pos}") from None
   except _NumberTooBig as e:
     raise errors.invalid_argument(
         "JSON Parse error: Number too big to be stored in double at offset: "
@@ -65,6 +67,46 @@ def parse(body):
   if not isinstance(doc, dict):
     raise errors.invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
   return doc
+
+
+# Python's messages -> RapidJSON's (GetParseError_En), which TF Serving reports.
+_RAPIDJSON_MESSAGES = {
+    "Expecting value": "Invalid value.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+}
+_JSON_SPACE = " \t\n\r"
+
+
+def _rapidjson_message(error):
+  if error.msg == "Expecting ',' delimiter":
+    return ("Missing a comma or '}' after an object member." if _innermost(error.doc, error.pos)
+            == "{" else "Missing a comma or ']' after an array element.")
+  return _RAPIDJSON_MESSAGES.get(error.msg, error.msg)
+
+
+def _innermost(text, pos):
+  """The bracket ('{' or '[') that is open at `pos` of a JSON text."""
+  stack, in_string, escaped = [], False, False
+  for ch in text[:pos]:
+    if in_string:
+      if escaped:
+        escaped = False
+      elif ch == "\\":
+        escaped = True
+      elif ch == '"':
+        in_string = False
+    elif ch == '"':
+      in_string = True
+    elif ch in "{[":
+      stack.append(ch)
+    elif ch in "}]" and stack:
+      stack.pop()
+  return stack[-1] if stack else ""
 
 
 class _NumberTooBig(ValueError):
@@ -79,6 +121,9 @@ def _parse_int(literal):
   if len(literal) > 300 and math.isinf(float(literal)):
     raise _NumberTooBig(literal)
   return int(literal)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
 
 
 def debug_string(value):

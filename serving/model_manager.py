@@ -36,10 +36,14 @@ class ManagerOptions:
   file_system_poll_wait_seconds: float = 1.0
   saved_model_tags: tuple = ("serve",)
   num_load_threads: int = 1
+  num_unload_threads: int = 1
   max_num_load_retries: int = 5
   load_retry_interval_seconds: float = 60.0
   enable_model_warmup: bool = True
   batching: object = None  # config.BatchingOptions or None
+  # --enable_per_model_batching_parameters: a version's batching_params.pbtxt
+  # replaces `batching` (but for its threads); no such file: no batching.
+  per_model_batching: bool = False
   session_config: object = None  # tf.compat.v1.ConfigProto or None
   allow_version_labels_for_unavailable_models: bool = False
 
@@ -81,7 +85,7 @@ class ModelManager:
     self._load_pool = concurrent.futures.ThreadPoolExecutor(
         max(1, options.num_load_threads), thread_name_prefix="model-load")
     self._unload_pool = concurrent.futures.ThreadPoolExecutor(
-        2, thread_name_prefix="model-unload")
+        max(1, options.num_unload_threads), thread_name_prefix="model-unload")
     self._poll_thread = None
     for model_config in server_config.model_config_list.config:
       self._models[model_config.name] = _Model(model_config)
@@ -243,14 +247,22 @@ class ModelManager:
     try:
       if self._options.enable_model_warmup and self._warmup_fn is not None:
         self._warmup_fn(servable)
-      if self._options.batching is not None:
+      batching_options = self._batching_options(path)
+      if batching_options is not None:
         servable.batcher = batching.BatchScheduler(
-            self._options.batching, servable.run_unbatched,
+            batching_options, servable.run_unbatched,
             on_batch=self._batch_recorder(name), name=f"batch-{name}-{version}")
     except BaseException:
       servable.retire_and_close()
       raise
     return servable
+
+  def _batching_options(self, path):
+    """As TF Serving's GetPerModelBatchingParams."""
+    common = self._options.batching
+    if common is None or not self._options.per_model_batching:
+      return common
+    return config_lib.read_version_batching_options(path, common)
 
   def _batch_recorder(self, name):
     if self._metrics is None:

@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 
-import tensorflow as tf
+import grpc
 
 from serving import config as config_lib
 from serving import grpc_service
@@ -19,11 +19,24 @@ from serving import metrics as metrics_lib
 from serving import model_manager
 from serving import request_log
 from serving import rest_api
+from serving import session_config as session_config_lib
 from serving import tls as tls_lib
 from serving import warmup
 
 log = logging.getLogger("serving.server")
 INT32_MAX = 2**31 - 1
+
+
+def _schedulable_cpus():
+  """TF's port::NumSchedulableCPUs: the CPUs this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):  # pragma: no cover (not Linux)
+    return os.cpu_count() or 1
+
+
+# TF Serving's defaults for --grpc_max_threads and --rest_api_num_threads.
+DEFAULT_THREADS = 4 * _schedulable_cpus()
 
 
 @dataclasses.dataclass
@@ -40,15 +53,16 @@ class ServerOptions:
   enable_batching: bool = False
   batching_parameters_file: str = ""
   enable_model_warmup: bool = True
-  num_request_iterations_for_warmup: int = 1
+  num_request_iterations_for_warmup: int = 0  # As TF Serving: used only if > 0.
   monitoring_config_file: str = ""
   grpc_max_message_size: int = INT32_MAX
   grpc_channel_arguments: str = ""
-  grpc_max_threads: int = 64
-  rest_api_num_threads: int = 64
+  grpc_max_threads: int = DEFAULT_THREADS
+  rest_api_num_threads: int = DEFAULT_THREADS
   rest_api_timeout_in_ms: int = 30000
   saved_model_tags: str = "serve"
-  num_load_threads: int = 1
+  num_load_threads: int = 0  # 0 and 1 alike: one load at a time.
+  num_unload_threads: int = 0  # 0 and 1 alike: one unload at a time.
   max_num_load_retries: int = 5
   load_retry_interval_micros: int = 60 * 1000 * 1000
   tensorflow_intra_op_parallelism: int = 0
@@ -56,6 +70,14 @@ class ServerOptions:
   allow_version_labels_for_unavailable_models: bool = False
   enable_serialization_as_tensor_content: bool = False
   ssl_config_file: str = ""
+  grpc_socket_path: str = ""
+  use_alts_credentials: bool = False
+  enable_grpc_healthcheck_service: bool = False
+  enable_signature_method_name_check: bool = False
+  enable_per_model_batching_parameters: bool = False
+  tensorflow_session_parallelism: int = 0
+  tensorflow_session_config_file: str = ""
+  per_process_gpu_memory_fraction: float = 0.0
   # Ours, beyond TF Serving: bounds on what one client can make the server hold.
   max_request_rows: int = 100_000
   rest_api_max_body_bytes: int = http_server.HttpOptions.max_body_bytes
@@ -102,19 +124,23 @@ class ModelServer:
     self.tls = tls_lib.read_ssl_config(options.ssl_config_file)
     batching = (config_lib.read_batching_options(options.batching_parameters_file)
                 if options.enable_batching else None)
-    session_config = None
-    if options.tensorflow_intra_op_parallelism or options.tensorflow_inter_op_parallelism:
-      session_config = tf.compat.v1.ConfigProto(
-          intra_op_parallelism_threads=options.tensorflow_intra_op_parallelism,
-          inter_op_parallelism_threads=options.tensorflow_inter_op_parallelism)
+    if options.enable_per_model_batching_parameters and not options.enable_batching:
+      log.warning("--enable_per_model_batching_parameters has no effect without "
+                  "--enable_batching (as in TF Serving)")
+    session_config = session_config_lib.build(
+        options.tensorflow_session_config_file, options.tensorflow_session_parallelism,
+        options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism,
+        options.per_process_gpu_memory_fraction)
     manager_options = model_manager.ManagerOptions(
         file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
         saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
         num_load_threads=options.num_load_threads,
+        num_unload_threads=options.num_unload_threads,
         max_num_load_retries=options.max_num_load_retries,
         load_retry_interval_seconds=max(0, options.load_retry_interval_micros) / 1e6,
         enable_model_warmup=options.enable_model_warmup,
         batching=batching,
+        per_model_batching=options.enable_per_model_batching_parameters,
         session_config=session_config,
         allow_version_labels_for_unavailable_models=(
             options.allow_version_labels_for_unavailable_models))
@@ -129,26 +155,43 @@ class ModelServer:
         status_note=self.request_logs.problem)
     self.api = inference.PredictionApi(
         self.manager, self.metrics, options.enable_serialization_as_tensor_content,
-        max_rows=options.max_request_rows, request_logs=self.request_logs)
+        max_rows=options.max_request_rows, request_logs=self.request_logs,
+        check_method=options.enable_signature_method_name_check)
     channel_options = [
         ("grpc.max_receive_message_length", options.grpc_max_message_size),
         ("grpc.max_send_message_length", options.grpc_max_message_size),
     ] + parse_channel_arguments(options.grpc_channel_arguments)
+    # As TF Serving: with a UNIX socket, --port=0 means no TCP port (without
+    # one, 0 is ours: a free port).
+    tcp_port = None if options.grpc_socket_path and options.port == 0 else options.port
     self._grpc_server, self.grpc_port, self._health = grpc_service.build_server(
-        self.api, self.manager, options.host, options.port, options.grpc_max_threads,
-        channel_options, self.tls.grpc_credentials() if self.tls else None)
+        self.api, self.manager, options.host, tcp_port, options.grpc_max_threads,
+        channel_options, self._grpc_credentials(), options.grpc_socket_path)
+    self._health_names = (grpc_service.TF_SERVING_HEALTH_NAMES
+                          if options.enable_grpc_healthcheck_service else ())
     self._rest = None
     self.rest_port = None
     self._config_poll_stop = threading.Event()
     self._config_poll_thread = None
     self._stopped = threading.Event()
 
+  def _grpc_credentials(self):
+    if self.options.use_alts_credentials:
+      if self.tls:
+        raise config_lib.ConfigError(
+            "Either --use_alts_credentials must be false or --ssl_config_file must be empty.")
+      return grpc.alts_server_credentials()  # Google ALTS, as TF Serving's.
+    return self.tls.grpc_credentials() if self.tls else None
+
   def start(self):
     self.manager.add_listener(self._on_models_changed)
     self._on_models_changed()
     self.manager.start()
     self._grpc_server.start()
-    log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.grpc_port)
+    if self.grpc_port is not None:
+      log.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.grpc_port)
+    if self.options.grpc_socket_path:
+      log.info("Running gRPC ModelServer at UNIX socket %s ...", self.options.grpc_socket_path)
     if self.options.rest_api_port:
       handler = rest_api.RestHandler(self.api, self.manager, self.options.rest_api_timeout_in_ms)
       self._rest = http_server.RestServer(
@@ -180,7 +223,7 @@ class ModelServer:
 
   def _on_models_changed(self):
     self.request_logs.configure(self.manager.logging_configs())
-    grpc_service.update_health(self._health, self.manager)
+    grpc_service.update_health(self._health, self.manager, self._health_names)
     self.metrics.set_model_states(self.manager.version_states())
 
   def _poll_config_file(self):

@@ -1,9 +1,14 @@
 """One loaded SavedModel version: a tf.compat.v1 Session fed and fetched by tensor name.
 
 This is how TF Serving's C++ loader runs a model: `loader.load(sess, tags,
-path)` into a fresh Graph and Session, then `Session.run` with the tensor names
-the SignatureDef gives, so TF1 graphs (tf.Example parsing, tables) and TF2
-`tf.saved_model.save` exports serve alike. A servable counts the requests that
+path)` into a fresh Graph and Session, then a run with the tensor names the
+SignatureDef gives, so TF1 graphs (tf.Example parsing, tables) and TF2
+`tf.saved_model.save` exports serve alike. Runs go straight to the C API's
+TF_SessionRun, as the C++ `Session::Run` of TF Serving does: Python's
+`Session.run` would refuse a feed whose shape differs from the tensor's static
+shape ("Cannot feed value of shape (3,) for Tensor x:0, which has shape
+(?, 1)"), where TF Serving lets the kernels decide (x of shape [3] or a scalar
+fed to half_plus_two's `x:0` is served). A servable counts the requests that
 hold it, so the manager can unload a version only once they have finished.
 """
 
@@ -13,6 +18,7 @@ import time
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.client import pywrap_tf_session  # TF_SessionRun, no shape check
 
 from serving import errors
 
@@ -39,8 +45,10 @@ class Servable:
       self._session.close()
       raise
     self.signature_defs = dict(meta_graph.signature_def)
-    self._callables = {}
-    self._callables_lock = threading.Lock()
+    # TF_SessionRun sees only the nodes the session knows of: tell it of all.
+    self._session._extend_graph()  # pylint: disable=protected-access
+    self._endpoint_cache = {}
+    self._endpoint_cache_lock = threading.Lock()
     self._refs = 0
     self._retired = False
     self._closed = False
@@ -70,8 +78,8 @@ class Servable:
         self._refs_cond.wait()
     if self.batcher is not None:
       self.batcher.close()
-    with self._callables_lock:
-      self._callables.clear()
+    with self._endpoint_cache_lock:
+      self._endpoint_cache.clear()
       self._closed = True
     self._session.close()
 
@@ -85,45 +93,55 @@ class Servable:
 
   def run_unbatched(self, feeds, fetches, deadline=None):
     names = tuple(sorted(feeds))
+    feed_outputs, fetch_outputs = self._endpoints(names, tuple(fetches))
+    options = None
+    if deadline is not None:
+      remaining_ms = int((deadline - time.monotonic()) * 1000)
+      if remaining_ms <= 0:
+        raise errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+      options = pywrap_tf_session.TF_NewBufferFromString(
+          tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms).SerializeToString())
     try:
-      fn = self._callable(names, tuple(fetches))
-      if deadline is not None:
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
-          raise errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        outputs = fn(*[feeds[n] for n in names],
-                     options=tf.compat.v1.RunOptions(timeout_in_ms=remaining_ms))
-      else:
-        outputs = fn(*[feeds[n] for n in names])
+      outputs = pywrap_tf_session.TF_SessionRun_wrapper(
+          self._session._session,  # pylint: disable=protected-access
+          options, dict(zip(feed_outputs, (feeds[n] for n in names))),
+          list(fetch_outputs), [], None)
     except tf.errors.OpError as e:
       raise errors.from_tf_error(e) from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError) as e:  # A value numpy cannot hand to TF.
       raise errors.invalid_argument(str(e)) from None
+    finally:
+      if options is not None:
+        pywrap_tf_session.TF_DeleteBuffer(options)
     return [_as_array(o) for o in outputs]
 
-  def _callable(self, feed_names, fetch_names):
-    """A cached Session callable for these feeds and fetches; it takes an
-    optional `options=RunOptions` (deadlines). With a feed list, TF's
-    make_callable still goes through Session.run on every call (see
-    BUILD_NOTES), so this saves no per-request work; it is where a run on an
-    unloading version is refused."""
+  def _endpoints(self, feed_names, fetch_names):
+    """The graph's TF_Outputs for these tensor names, cached; this is also where
+    a run on an unloading version is refused."""
     key = (feed_names, fetch_names)
-    fn = self._callables.get(key)
-    if fn is None:
-      with self._callables_lock:
+    found = self._endpoint_cache.get(key)
+    if found is None:
+      with self._endpoint_cache_lock:
         if self._closed:
           raise errors.unavailable(
               f"Servable {self.name} version {self.version} is unloading")
-        fn = self._callables.get(key)
-        if fn is None:
-          try:
-            fn = self._session.make_callable(
-                list(fetch_names), feed_list=list(feed_names),
-                accept_options=True)
-          except (KeyError, ValueError, TypeError) as e:
-            raise errors.invalid_argument(str(e)) from None
-          self._callables[key] = fn
-    return fn
+        found = self._endpoint_cache.get(key)
+        if found is None:
+          found = (self._outputs(feed_names, "feed"), self._outputs(fetch_names, "fetch"))
+          self._endpoint_cache[key] = found
+    return found
+
+  def _outputs(self, names, what):
+    outputs = []
+    for name in names:
+      try:
+        tensor = self._graph.get_tensor_by_name(name)
+      except (KeyError, ValueError) as e:
+        raise errors.invalid_argument(
+            f"Tensor {errors.echo(name)}, specified in {what}, is not in the graph: "
+            f"{errors.echo(e)}") from None
+      outputs.append(tensor._as_tf_output())  # pylint: disable=protected-access
+    return outputs
 
 
 def _as_array(value):

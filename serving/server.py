@@ -1,5 +1,10 @@
 """`python -m serving.server`: tensorflow_model_server's flags, our Python server.
 
+Every flag of TF Serving's main.cc is accepted with TF Serving's default
+(`--host`, ours, stays 127.0.0.1); the few that ask for machinery this server
+lacks are refused with the reason (serving/flag_compat.py). BUILD_NOTES.md
+has the table.
+
 Example:
   python -m serving.server --port=8500 --rest_api_port=8501 \
       --model_name=sst2 --model_base_path=/models/sst2
@@ -18,17 +23,26 @@ from serving import runtime_env
 RUNTIME_ENV = runtime_env.apply_defaults()
 
 from serving import config as config_lib  # noqa: E402
+from serving import flag_compat  # noqa: E402
 from serving import model_server  # noqa: E402
+from serving import xla  # noqa: E402
 
 _D = model_server.ServerOptions()
 FLAGS = flags.FLAGS
 
-flags.DEFINE_integer("port", _D.port, "TCP port for the gRPC API (0 picks a free port).",
+flags.DEFINE_integer("port", _D.port,
+                     "TCP port for the gRPC API. 0: no TCP port when --grpc_socket_path is "
+                     "set (as in TF Serving), else ours: a free port.",
                      lower_bound=0, upper_bound=65535)
+flags.DEFINE_string("grpc_socket_path", _D.grpc_socket_path,
+                    "As TF Serving: also serve gRPC on this UNIX socket (relative or "
+                    "absolute path), e.g. grpc.insecure_channel('unix:/tmp/tf.sock').")
 flags.DEFINE_integer("rest_api_port", _D.rest_api_port,
                      "Port for the HTTP/REST API; 0 disables it (as in TF Serving), "
                      "-1 picks a free port.", lower_bound=-1, upper_bound=65535)
-flags.DEFINE_string("host", _D.host, "Address to bind both APIs to.")
+flags.DEFINE_string("host", _D.host,
+                    "Ours: the address both APIs bind to. 127.0.0.1 by default, where TF "
+                    "Serving binds every interface (0.0.0.0); pass --host=0.0.0.0 for that.")
 flags.DEFINE_string("model_name", _D.model_name,
                     "Name of the model (ignored if --model_config_file is set).")
 flags.DEFINE_string("model_base_path", _D.model_base_path,
@@ -48,7 +62,8 @@ flags.DEFINE_string("batching_parameters_file", _D.batching_parameters_file,
 flags.DEFINE_boolean("enable_model_warmup", _D.enable_model_warmup,
                      "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
 flags.DEFINE_integer("num_request_iterations_for_warmup", _D.num_request_iterations_for_warmup,
-                     "Times each warmup record is replayed.", lower_bound=1)
+                     "Times each warmup record is replayed (used only if > 0; else once).",
+                     lower_bound=0)
 flags.DEFINE_string("monitoring_config_file", _D.monitoring_config_file,
                     "MonitoringConfig text proto; enables Prometheus metrics on the REST port.")
 flags.DEFINE_integer("grpc_max_message_size", _D.grpc_max_message_size,
@@ -58,20 +73,35 @@ flags.DEFINE_string("grpc_channel_arguments", _D.grpc_channel_arguments,
                     "Comma-separated key=value gRPC channel arguments, as TF Serving's; "
                     "e.g. grpc.max_receive_message_length=1048576.")
 flags.DEFINE_integer("grpc_max_threads", _D.grpc_max_threads,
-                     "Threads serving gRPC requests (concurrent requests that can batch).",
-                     lower_bound=1)
+                     "Threads serving gRPC requests (concurrent requests that can batch); "
+                     "as TF Serving, 4 x the schedulable CPUs by default.", lower_bound=1)
 flags.DEFINE_integer("rest_api_num_threads", _D.rest_api_num_threads,
-                     "Threads running REST requests.", lower_bound=1)
+                     "Threads running REST requests; as TF Serving, 4 x the schedulable "
+                     "CPUs by default.", lower_bound=1)
 flags.DEFINE_integer("rest_api_timeout_in_ms", _D.rest_api_timeout_in_ms,
                      "Timeout for a REST call (0: none).", lower_bound=0)
 flags.DEFINE_string("saved_model_tags", _D.saved_model_tags,
                     "Comma-separated tags of the MetaGraph to load.")
 flags.DEFINE_integer("num_load_threads", _D.num_load_threads,
-                     "Threads loading versions in the background.", lower_bound=1)
+                     "Threads loading versions in the background (0, TF Serving's default, "
+                     "and 1: one load at a time).", lower_bound=0)
+flags.DEFINE_integer("num_unload_threads", _D.num_unload_threads,
+                     "Threads unloading versions (0, TF Serving's default, and 1: one "
+                     "unload at a time).", lower_bound=0)
 flags.DEFINE_integer("max_num_load_retries", _D.max_num_load_retries,
                      "Retries after a failed load (0: one attempt).", lower_bound=0)
 flags.DEFINE_integer("load_retry_interval_micros", _D.load_retry_interval_micros,
-                     "Microseconds between load retries.", lower_bound=0)
+                     "Microseconds between load retries (negative: no wait).")
+flags.DEFINE_integer("tensorflow_session_parallelism", _D.tensorflow_session_parallelism,
+                     "Threads of both TensorFlow pools (intra- and inter-op) when neither "
+                     "--tensorflow_intra_op_parallelism nor --tensorflow_inter_op_parallelism "
+                     "is set (0: TensorFlow's default).", lower_bound=0)
+flags.DEFINE_string("tensorflow_session_config_file", _D.tensorflow_session_config_file,
+                    "A tf.compat.v1.ConfigProto text proto for every Session; the thread "
+                    "counts come from the parallelism flags, as in TF Serving.")
+flags.DEFINE_float("per_process_gpu_memory_fraction", _D.per_process_gpu_memory_fraction,
+                   "Fraction of each GPU's memory a Session may take (0: TensorFlow "
+                   "chooses).", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("tensorflow_intra_op_parallelism", _D.tensorflow_intra_op_parallelism,
                      "Threads inside one op (0: TensorFlow's default).", lower_bound=0)
 flags.DEFINE_integer("tensorflow_inter_op_parallelism", _D.tensorflow_inter_op_parallelism,
@@ -82,6 +112,30 @@ flags.DEFINE_boolean("allow_version_labels_for_unavailable_models",
 flags.DEFINE_boolean("enable_serialization_as_tensor_content",
                      _D.enable_serialization_as_tensor_content,
                      "Write Predict outputs as tensor_content bytes instead of typed fields.")
+flags.DEFINE_boolean("use_alts_credentials", _D.use_alts_credentials,
+                     "As TF Serving: Google ALTS credentials on the gRPC port (works only "
+                     "on Google Cloud); not with --ssl_config_file.")
+flags.DEFINE_boolean("enable_grpc_healthcheck_service", _D.enable_grpc_healthcheck_service,
+                     "As TF Serving: grpc.health.v1 reports 'ModelService' and "
+                     "'PredictionService'. Ours beyond TF Serving: the health service is "
+                     "always on, with '', the full service names and each model's name.")
+flags.DEFINE_boolean("enable_signature_method_name_check",
+                     _D.enable_signature_method_name_check,
+                     "As TF Serving: Classify, Regress and MultiInference need a signature "
+                     "of their method_name, Predict one of the three.")
+flags.DEFINE_boolean("enable_per_model_batching_parameters",
+                     _D.enable_per_model_batching_parameters,
+                     "As TF Serving (with --enable_batching): a version's "
+                     "batching_params.pbtxt replaces --batching_parameters_file but for "
+                     "num_batch_threads; a version without one is not batched.")
+flags.DEFINE_boolean("version", False, "Print the version and exit.")
+flags.DEFINE_boolean("xla_cpu_compilation_enabled", False,
+                     "As TF Serving: allow XLA:CPU JIT. Off (the default, with "
+                     "--xla_gpu_compilation_enabled off), a jit_compile model fails its "
+                     "first compilation with 'XLA compilation disabled'.")
+flags.DEFINE_boolean("xla_gpu_compilation_enabled", False,
+                     "As TF Serving: allow XLA JIT on CPU and GPU.")
+flag_compat.define()
 flags.DEFINE_string("ssl_config_file", _D.ssl_config_file,
                     "SSLConfig text proto (server_key, server_cert, custom_ca, "
                     "client_verify: PEM text, as TF Serving's): TLS on the gRPC port, "
@@ -122,13 +176,37 @@ def options_from_flags():
   return model_server.ServerOptions(**{name: FLAGS[name].value for name in names})
 
 
+def version_text():
+  """What --version prints (TF Serving's two lines, naming this server)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from importlib import metadata  # pylint: disable=import-outside-toplevel
+  try:
+    api = metadata.version("tensorflow-serving-api")
+  except metadata.PackageNotFoundError:  # pragma: no cover
+    api = "unknown"
+  return (f"TensorFlow ModelServer: {api} (this repository's Python server, serving/)\n"
+          f"TensorFlow Library: {tf.__version__}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.version:
+    print(version_text())
+    return 0
+  refused = flag_compat.refusals(
+      {f.name: FLAGS[f.name].value for f in flag_compat.FLAGS_WITHOUT_MACHINERY},
+      {name for name in FLAGS if FLAGS[name].present})
+  if refused:
+    for message in refused:
+      print(f"serving.server: error: {message}", file=sys.stderr)
+    return 1
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.info("TensorFlow runtime environment: %s", RUNTIME_ENV)
   try:
+    if not (FLAGS.xla_cpu_compilation_enabled or FLAGS.xla_gpu_compilation_enabled):
+      xla.disable_compilation()
     server = model_server.ModelServer(options_from_flags())
   except (config_lib.ConfigError, OSError) as e:
     print(f"serving.server: error: {e}", file=sys.stderr)

@@ -228,32 +228,3 @@ def make_shape(dims):
 def shape_string(dims):
   """[2,3] style, unknown dims as -1 (TF Serving's ShapeToString)."""
   return "[" + ",".join(str(int(d)) for d in dims) + "]"
-
-
-def info_shape(tensor_info):
-  """Signature shape as a list with -1 for unknown dims, or None (unknown rank)."""
-  shape = tensor_info.tensor_shape
-  if shape.unknown_rank:
-    return None
-  return [d.size for d in shape.dim]
-
-
-def check_compatible(alias, proto, tensor_info, position):
-  """INVALID_ARGUMENT if TensorProto `proto` does not fit the signature input.
-
-  Checked on the proto, before any value is decoded, so a request cannot make
-  the server materialise a huge tensor only to reject it.
-  """
-  if proto.dtype != tensor_info.dtype:
-    raise errors.invalid_argument(
-        f"Expects arg[{position}] to be {dtype_name(tensor_info.dtype)} but "
-        f"{dtype_name(proto.dtype)} is provided")
-  want = info_shape(tensor_info)
-  if want is None or proto.tensor_shape.unknown_rank:
-    return
-  have = [d.size for d in proto.tensor_shape.dim]
-  if len(have) != len(want) or any(w >= 0 and w != h for w, h in zip(want, have)):
-    raise errors.invalid_argument(
-        f"input tensor alias {errors.echo(alias)} has shape "
-        f"{errors.echo(shape_string(have))} which is "
-        f"incompatible with the signature's shape {shape_string(want)}")

