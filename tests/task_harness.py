@@ -220,6 +220,13 @@ class TaskCase:
   check: Callable = None  # check(predictions, model_card)
 
 
+# One greedy and one sampled prompt for the language models' `generate`.
+GENERATE_REQUEST = {"signature_name": "generate", "instances": [
+    {"prompt": "The quiet", "max_new_tokens": 12, "temperature": 0.0,
+     "top_k": 0, "top_p": 1.0, "seed": 0},
+    {"prompt": "Ravens", "max_new_tokens": 5, "temperature": 0.8,
+     "top_k": 5, "top_p": 0.9, "seed": 7}]}
+
 CASES = {
     "text_classification": TaskCase(
         "text_classification", write_classification,
@@ -228,21 +235,11 @@ CASES = {
                        "hello team, a nice day, thanks a lot"]},
         check_classification),
     "language_model": TaskCase(
-        "language_model", write_language_model,
-        {"signature_name": "generate", "instances": [
-            {"prompt": "The quiet", "max_new_tokens": 12, "temperature": 0.0,
-             "top_k": 0, "top_p": 1.0, "seed": 0},
-            {"prompt": "Ravens", "max_new_tokens": 5, "temperature": 0.8,
-             "top_k": 5, "top_p": 0.9, "seed": 7}]},
+        "language_model", write_language_model, GENERATE_REQUEST,
         check_language_model),
     "language_model_sentencepiece": TaskCase(
         "language_model", write_sentencepiece_language_model,
-        {"signature_name": "generate", "instances": [
-            {"prompt": "The quiet", "max_new_tokens": 12, "temperature": 0.0,
-             "top_k": 0, "top_p": 1.0, "seed": 0},
-            {"prompt": "Ravens", "max_new_tokens": 5, "temperature": 0.8,
-             "top_k": 5, "top_p": 0.9, "seed": 7}]},
-        check_sentencepiece_language_model),
+        GENERATE_REQUEST, check_sentencepiece_language_model),
     "translation": TaskCase(
         "translation", write_translation,
         {"signature_name": "translate", "instances": [
