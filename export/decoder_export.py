@@ -8,6 +8,9 @@
   score            text string[B] -> log_likelihood float32[B] (nats, every
                    token given the ones before it and the start token),
                    num_tokens int32[B] (tokens scored)
+  engine_init, engine_prefill, engine_step
+                   generation one token a call over decode slots, for a
+                   serving engine (export/engine_signatures.py)
 
 Tokens are characters or SentencePiece pieces (the model config's
 tokenizer); the tokenizer layer gives `tokenize`, `start_id` and
@@ -24,6 +27,7 @@ INVALID_ARGUMENT). Plain graph functions, no XLA; vocabulary as an asset.
 import keras
 import tensorflow as tf
 
+from export import engine_signatures
 from export import warmup
 from zoo.decoding.generation import continuation, fit_prompts
 
@@ -92,6 +96,7 @@ def build_archive(model, tokenizer, unused_model_config):
       spec("temperature", tf.float32), spec("top_k", tf.int32),
       spec("top_p", tf.float32), spec("seed", tf.int64)])
   archive.add_endpoint("score", score, input_signature=[spec("text", tf.string)])
+  engine_signatures.add_engine_endpoints(archive, model, tokenizer, prompt_ids)
   return archive, {}
 
 

@@ -47,9 +47,11 @@ def top_k_top_p_filter(logits, top_k, top_p):
 
 
 def row_uniform_noise(seed, position, vocabulary_size):
-  """Uniform (0, 1) float32[B, V]; row b depends only on (seed[b], position)."""
+  """Uniform (0, 1) float32[B, V]; row b depends only on (seed[b], position)
+  (position: a scalar, or int[B], one a row)."""
   seeds = tf.stack([tf.cast(seed, tf.int64),
-                    tf.fill(tf.shape(seed), tf.cast(position, tf.int64))],
+                    tf.broadcast_to(tf.cast(position, tf.int64),
+                                    tf.shape(seed))],
                    axis=1)  # [B, 2]
   return tf.map_fn(
       lambda s: tf.random.stateless_uniform([vocabulary_size], seed=s,
@@ -61,7 +63,7 @@ def choose_next(logits, temperature, top_k, top_p, seed, position):
   """The next token of each row: int32[B].
 
   logits float32[B, V]; temperature, top_p float32[B]; top_k int32[B];
-  seed int64[B]; position: scalar int, the position being chosen.
+  seed int64[B]; position: scalar int (or int[B]), the position being chosen.
   """
   logits = tf.cast(logits, tf.float32)
   greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)  # [B]
