@@ -10,7 +10,8 @@ requests join and leave a running batch (iteration-level scheduling):
                   seed int64[B] -> token int32[B], text string[B], done
                   bool[B], num_tokens int32[B], prompt_tokens int32[B]
                   reads B prompts into B slots and chooses each one's first
-                  token (none when max_new_tokens is 0).
+                  token (none when max_new_tokens is 0); prompt_tokens: the
+                  positions the prompt took, the start token included.
   engine_step     active bool[S] -> token, text, done, num_tokens (each [S])
                   advances every active, unfinished slot by one token.
 
@@ -151,7 +152,7 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
       return {"token": tf.identity(token),
               "text": text_pieces(tokenizer, tf.zeros_like(token), token),
               "done": tf.identity(done), "num_tokens": tf.identity(generated),
-              "prompt_tokens": lengths - 1}
+              "prompt_tokens": tf.identity(lengths)}
 
   def step(active):
     with tf.control_dependencies([tf.debugging.assert_equal(

@@ -27,6 +27,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import error_log
 from serving import errors
+from serving import generation_service
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"].full_name
@@ -104,22 +105,27 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(api, manager, host, port, max_workers, channel_options=(),
-                 credentials=None, socket_path=""):
+                 credentials=None, socket_path="", generation_api=None):
   """(grpc.Server not yet started, bound port, HealthServicer); the port is
   TLS with `credentials` (grpc.ServerCredentials), else plain text. With
   `socket_path` the server also listens on that UNIX socket (TF Serving's
-  --grpc_socket_path, same credentials); port None: no TCP port, bound None."""
+  --grpc_socket_path, same credentials); port None: no TCP port, bound None.
+  With `generation_api` it also serves our streaming GenerationService."""
   server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc"),
       options=list(channel_options))
   _add_service(server, prediction_service_pb2, "PredictionService", PredictionServicer(api))
   _add_service(server, model_service_pb2, "ModelService", ModelServicer(manager))
+  extra = ()
+  if generation_api is not None:
+    generation_service.add_to_server(server, generation_api)
+    extra = (generation_service.SERVICE,)
   health_servicer = health.HealthServicer(experimental_non_blocking=True)
   health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
   reflection.enable_server_reflection(
       (PREDICTION_SERVICE, MODEL_SERVICE,
        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-       reflection.SERVICE_NAME), server)
+       reflection.SERVICE_NAME) + extra, server)
   bound = None
   if port is not None:
     bound = _listen(server, f"{_host_for_grpc(host)}:{port}", credentials)

@@ -142,11 +142,14 @@ class _Connection(asyncio.Protocol):
 
 class RestServer:
   """aiohttp server on its own event-loop thread; `handler.handle(method, path,
-  body)` -> (HTTP status, JSON object) answers each request."""
+  body)` -> (HTTP status, JSON object) answers each request, but for those of
+  a route in `routes` (`matches(method, path)`, `async respond(request, path,
+  body)` -> a Response it writes on the loop: the streaming ones)."""
 
   def __init__(self, handler, host, port, metrics=None, metrics_path=None,
-               options=HttpOptions(), ssl_context=None):
+               options=HttpOptions(), ssl_context=None, routes=()):
     self._handler = handler
+    self._routes = tuple(routes)
     self._ssl_context = ssl_context
     self._host = host
     self._port = port
@@ -230,6 +233,9 @@ class RestServer:
     body = await self._read_body(request)
     if isinstance(body, web.Response):
       return body
+    for route in self._routes:
+      if route.matches(request.method, path):
+        return await route.respond(request, path, body)
     status, obj = await asyncio.get_running_loop().run_in_executor(
         self._pool, self._handler.handle, request.method, path, body)
     return json_response(status, obj)

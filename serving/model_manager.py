@@ -23,6 +23,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 from serving import batching
 from serving import config as config_lib
+from serving import engine as engine_lib
 from serving import errors
 from serving import servable as servable_lib
 
@@ -46,6 +47,10 @@ class ManagerOptions:
   per_model_batching: bool = False
   session_config: object = None  # tf.compat.v1.ConfigProto or None
   allow_version_labels_for_unavailable_models: bool = False
+  # Ours: models with engine signatures get a GenerationEngine of this many
+  # decode slots (0: none) and waiting requests (serving/engine.py).
+  generation_slots: int = 0
+  generation_max_queue: int = 128
 
 
 @dataclasses.dataclass
@@ -70,7 +75,7 @@ class ModelManager:
   """Owns every loaded version. Thread-safe."""
 
   def __init__(self, server_config, options, warmup_fn=None, metrics=None,
-               status_note=None):
+               status_note=None, generation_metrics=None):
     """status_note(model name) -> '' or a problem GetModelStatus reports on the
     model's available versions (with error_code OK: they serve)."""
     config_lib.validate_model_server_config(server_config)
@@ -78,6 +83,7 @@ class ModelManager:
     self._status_note = status_note
     self._warmup_fn = warmup_fn
     self._metrics = metrics
+    self._generation_metrics = generation_metrics  # GenerationFamilies or None
     self._lock = threading.RLock()
     self._models = {}
     self._listeners = []
@@ -252,6 +258,14 @@ class ModelManager:
         servable.batcher = batching.BatchScheduler(
             batching_options, servable.run_unbatched,
             on_batch=self._batch_recorder(name), name=f"batch-{name}-{version}")
+      slots = self._options.generation_slots
+      if slots > 0 and engine_lib.has_engine_signatures(servable):
+        metrics = (self._generation_metrics.for_model(name)
+                   if self._generation_metrics is not None else None)
+        if metrics is not None:
+          metrics.slots_total.set(slots)
+        servable.engine = engine_lib.GenerationEngine(
+            servable, slots, self._options.generation_max_queue, metrics)
     except BaseException:
       servable.retire_and_close()
       raise

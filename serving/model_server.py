@@ -12,11 +12,15 @@ import threading
 import grpc
 
 from serving import config as config_lib
+from serving import generation_api as generation_api_lib
+from serving import generation_metrics
+from serving import generation_rest
 from serving import grpc_service
 from serving import http_server
 from serving import inference
 from serving import metrics as metrics_lib
 from serving import model_manager
+from serving import openai_api
 from serving import request_log
 from serving import rest_api
 from serving import session_config as session_config_lib
@@ -88,6 +92,11 @@ class ServerOptions:
   # Ours: rotation of the request logs that ModelConfig.logging_config asks for.
   request_log_max_file_bytes: int = request_log.LogOptions.max_file_bytes
   request_log_max_files: int = request_log.LogOptions.max_files
+  # Ours: streaming generation (serving/engine.py) for models whose export has
+  # the engine signatures: decode slots per model version (0: no engine) and
+  # how many requests may wait for a slot (more: RESOURCE_EXHAUSTED / 429).
+  generation_slots: int = 8
+  generation_max_queue: int = 128
 
 
 def parse_channel_arguments(text):
@@ -143,7 +152,9 @@ class ModelServer:
         per_model_batching=options.enable_per_model_batching_parameters,
         session_config=session_config,
         allow_version_labels_for_unavailable_models=(
-            options.allow_version_labels_for_unavailable_models))
+            options.allow_version_labels_for_unavailable_models),
+        generation_slots=options.generation_slots,
+        generation_max_queue=options.generation_max_queue)
     iterations = max(1, options.num_request_iterations_for_warmup)
     self.request_logs = request_log.RequestLogs(
         request_log.LogOptions(max_file_bytes=options.request_log_max_file_bytes,
@@ -152,7 +163,10 @@ class ModelServer:
     self.manager = model_manager.ModelManager(
         build_server_config(options), manager_options,
         warmup_fn=lambda s: warmup.run_warmup(s, iterations), metrics=self.metrics,
-        status_note=self.request_logs.problem)
+        status_note=self.request_logs.problem,
+        generation_metrics=generation_metrics.GenerationFamilies(
+            self.metrics.registry))
+    self.generation_api = generation_api_lib.GenerationApi(self.manager)
     self.api = inference.PredictionApi(
         self.manager, self.metrics, options.enable_serialization_as_tensor_content,
         max_rows=options.max_request_rows, request_logs=self.request_logs,
@@ -166,7 +180,8 @@ class ModelServer:
     tcp_port = None if options.grpc_socket_path and options.port == 0 else options.port
     self._grpc_server, self.grpc_port, self._health = grpc_service.build_server(
         self.api, self.manager, options.host, tcp_port, options.grpc_max_threads,
-        channel_options, self._grpc_credentials(), options.grpc_socket_path)
+        channel_options, self._grpc_credentials(), options.grpc_socket_path,
+        self.generation_api)
     self._health_names = (grpc_service.TF_SERVING_HEALTH_NAMES
                           if options.enable_grpc_healthcheck_service else ())
     self._rest = None
@@ -197,7 +212,9 @@ class ModelServer:
       self._rest = http_server.RestServer(
           handler, self.options.host, self._rest_port_to_bind(), self.metrics,
           self.metrics_path, self._http_options(),
-          ssl_context=self.tls.ssl_context() if self.tls else None)
+          ssl_context=self.tls.ssl_context() if self.tls else None,
+          routes=(generation_rest.StreamRoute(self.generation_api),
+                  openai_api.OpenAiRoutes(self.generation_api, self.manager)))
       self.rest_port = self._rest.start()
       log.info("Exporting HTTP%s/REST API at:%s:%d ...", "S" if self.tls else "",
                self.options.host, self.rest_port)

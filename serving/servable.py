@@ -54,6 +54,7 @@ class Servable:
     self._closed = False
     self._refs_cond = threading.Condition()
     self.batcher = None  # Set by the manager when batching is enabled.
+    self.engine = None  # A GenerationEngine, set by the manager (serving/engine.py).
 
   # ---- reference counting -------------------------------------------------
 
@@ -78,6 +79,8 @@ class Servable:
         self._refs_cond.wait()
     if self.batcher is not None:
       self.batcher.close()
+    if self.engine is not None:
+      self.engine.close()
     with self._endpoint_cache_lock:
       self._endpoint_cache.clear()
       self._closed = True

@@ -169,6 +169,14 @@ flags.DEFINE_integer("request_log_max_file_bytes", _D.request_log_max_file_bytes
 flags.DEFINE_integer("request_log_max_files", _D.request_log_max_files,
                      "Request logs: keep only this many newest files per filename_prefix "
                      "(0: keep all).", lower_bound=0)
+flags.DEFINE_integer("generation_slots", _D.generation_slots,
+                     "Ours: decode slots of the streaming generation engine each "
+                     "model version with engine signatures gets (gRPC "
+                     "GenerationService, REST :generate_stream, /v1/completions); "
+                     "0: no engine.", lower_bound=0)
+flags.DEFINE_integer("generation_max_queue", _D.generation_max_queue,
+                     "Ours: generation requests that may wait for a slot; one more "
+                     "is RESOURCE_EXHAUSTED (HTTP 429).", lower_bound=0)
 
 
 def options_from_flags():

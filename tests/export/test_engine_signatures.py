@@ -97,7 +97,7 @@ def test_zero_budget_bad_settings_and_counts(loaded):
   out = prefill(loaded, ["ROMEO:", "KING"], [0, 1], [0, 3])
   assert out["done"].tolist() == [True, False]
   assert out["num_tokens"].tolist() == [0, 1]
-  assert out["prompt_tokens"].tolist() == [6, 4]
+  assert out["prompt_tokens"].tolist() == [7, 5]  # the start token too
   assert out["text"][0] == b""
   with pytest.raises(tf.errors.InvalidArgumentError, match="top_p"):
     prefill(loaded, ["ROMEO:"], [0], 3, top_p=0.0)
