@@ -92,7 +92,7 @@ def test_sentencepiece_lm_export_scores_its_dev_text_like_its_checkpoint(runs):
   """trainers.evaluate of the export (line chunks counted by the `score`
   signature) gives the checkpoint's dev metrics (chunks counted by the
   tokenizer), with bits per character over the same characters."""
-  from trainers.evaluate import trained_configs
+  from trainers.saved_models import trained_configs
   from trainers.tasks import task_for_model
   run = runs("language_model_sentencepiece")
   export = run.results["export"]

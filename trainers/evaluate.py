@@ -18,12 +18,11 @@ it (trainers/task.py):
 other data of the same layout. --output_json writes the metrics.
 """
 
-import json
-import os
 import sys
 
 from absl import app, flags
 
+from trainers import saved_models
 from trainers.config import write_json
 from trainers.errors import UserError, run_reporting_user_errors
 
@@ -47,33 +46,9 @@ flags.DEFINE_string("output_json", "", "Also write the metrics here.")
 FLAGS = flags.FLAGS
 
 
-def trained_configs(model_dir="", saved_model=""):
-  """(TrainConfig dict, model config) of a model_dir or of an export."""
-  if bool(model_dir) == bool(saved_model):
-    raise UserError("pass exactly one of --model_dir or --saved_model")
-  if model_dir:
-    from zoo import model_dir as layout
-    try:
-      saved = layout.read_config(model_dir)
-    except layout.ModelDirError as e:
-      raise UserError(str(e))
-    return saved["train"], saved["model"]
-  card_path = os.path.join(saved_model, "assets.extra", "model_card.json")
-  try:
-    with open(card_path) as f:
-      card = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{saved_model}: cannot read its model card {card_path} "
-                    f"({e})")
-  model_config = {k: card.get(k) for k in (
-      "family", "task", "preset", "architecture", "tokenizer", "labels",
-      "label_values", "text_pair", "source_language", "target_language")}
-  return card.get("training_flags") or {}, model_config
-
-
 def run(argv_flags):
   from trainers.tasks import task_for_model
-  trainer_config, model_config = trained_configs(argv_flags.model_dir,
+  trainer_config, model_config = saved_models.trained_configs(argv_flags.model_dir,
                                                  argv_flags.saved_model)
   overrides = {"eval_files": argv_flags.eval_files,
                "eval_source_files": argv_flags.eval_source_files,

@@ -1,7 +1,8 @@
 """Helpers the command-line tools share to run models (no flags defined here).
 
-Loading one signature of an export, reading its context length, and turning a
-graph assert's InvalidArgumentError into the sentence a user should see.
+Loading one signature of an export, reading its context length, the trainer
+and model configs of a model_dir or an export, and turning a graph assert's
+InvalidArgumentError into the sentence a user should see.
 """
 
 import json
@@ -48,3 +49,27 @@ def assertion_message(message):
   """The readable part of a graph assert's error ('... must be ...')."""
   found = re.search(r"assertion failed: \[([^\]]*)\]", message)
   return found.group(1) if found else message.strip().splitlines()[0]
+
+
+def trained_configs(model_dir="", saved_model=""):
+  """(TrainConfig dict, model config) of a model_dir or of an export."""
+  if bool(model_dir) == bool(saved_model):
+    raise UserError("pass exactly one of --model_dir or --saved_model")
+  if model_dir:
+    from zoo import model_dir as layout
+    try:
+      saved = layout.read_config(model_dir)
+    except layout.ModelDirError as e:
+      raise UserError(str(e))
+    return saved["train"], saved["model"]
+  card_path = os.path.join(saved_model, "assets.extra", "model_card.json")
+  try:
+    with open(card_path) as f:
+      card = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{saved_model}: cannot read its model card {card_path} "
+                    f"({e})")
+  model_config = {k: card.get(k) for k in (
+      "family", "task", "preset", "architecture", "tokenizer", "labels",
+      "label_values", "text_pair", "source_language", "target_language")}
+  return card.get("training_flags") or {}, model_config
