@@ -14,6 +14,11 @@ float[T_max, S, H, Dh] (time-major, the layout of zoo.backbones.decoder):
                 positions past each slot's own masked, and returns the
                 next-token logits of every slot.
 
+Reads are gathers of the filled rows (`sparse_read`), never a plain read of
+the variable: once a variable has been scattered into, TensorFlow keeps it in
+copy-on-read mode, and each ReadVariableOp would copy the whole cache
+(measured: 20 of a 54 ms step at 32 slots of the small preset).
+
 The arithmetic is the backbone's own (call_with_cache for prompts, the
 einsums of CausalSelfAttention.call_step for a step), so a slot chooses the
 tokens `generation.generate` chooses for the same prompt and settings.
@@ -97,9 +102,9 @@ def step_logits(backbone, cache_variables, tokens, positions, active):
     q, k, v = attention._project(block.attention_norm(x))  # [S, 1, H, Dh]
     written = [key_var.scatter_nd_update(indices, k[:, 0]),
                value_var.scatter_nd_update(indices, v[:, 0])]
-    with tf.control_dependencies(written):
-      keys = key_var.read_value()[:filled]  # [F, S, H, Dh]
-      values = value_var.read_value()[:filled]
+    with tf.control_dependencies(written):  # rows 0..F-1, after the writes
+      keys = key_var.sparse_read(tf.range(filled))  # [F, S, H, Dh]
+      values = value_var.sparse_read(tf.range(filled))
     h = _attend(attention, q, keys, values, positions)  # [S, 1, D]
     x = block._mlp(x + h, training=False)  # [S, 1, D]
   hidden = backbone.final_norm(x)  # [S, 1, D]
