@@ -1,17 +1,24 @@
 """Load benchmark for serving/: batching on vs off, gRPC vs in-process, latency sweep.
 
-Starts `python -m serving.server` as a subprocess on 127.0.0.1 (so client threads
-and the server do not share a GIL) and measures, in one run:
+Starts `python -m serving.server` twice as subprocesses on 127.0.0.1 (batching
+off and on; so client threads and the servers do not share a GIL) and
+measures, in one run:
 
   1. 32 concurrent clients sending one request text each: throughput with
      --enable_batching vs without (ratio = batching on / off).
   2. gRPC Predict with a batch of 32 texts vs calling the same signature
-     in-process through tf.saved_model.load (ratio = gRPC / in-process latency).
-  3. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
-  4. The ceiling on what batching can gain here, with no server at all: in
+     in-process through tf.saved_model.load (ratio = gRPC / in-process
+     latency; the two calls alternate, so both see the same machine load).
+  3. The ceiling on what batching can gain here, with no server at all: in
      process, rows/s of one batch of 32 texts at a time against 32 threads
      each running one text at a time (through the TF1 session loader, as
      the server runs a model).
+  4. p50/p99 latency and throughput across a concurrency sweep, batching on and off.
+
+1-3 repeat for --rounds rounds, each measuring all of them back to back, so
+a ratio compares figures taken under the same load from other processes on
+the machine; the JSON keeps every round and reports the median round with
+the spread (min, max) of each ratio.
 
 The server and the in-process call run under the server's TF runtime settings
 (serving/runtime_env.py: oneDNN kernels off unless TF_ENABLE_ONEDNN_OPTS is
@@ -67,12 +74,23 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model_dir", None, "A SavedModel version directory to serve.")
 flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
 flags.DEFINE_string("input_key", None, "String input of the signature (default: its only input).")
-flags.DEFINE_float("seconds", 5.0, "Measuring time per load point.")
+flags.DEFINE_float("seconds", 5.0, "Measuring time per load point of the sweep.")
 flags.DEFINE_integer("clients", 32, "Concurrent clients for the batching comparison.")
+flags.DEFINE_integer("rounds", 10, "Rounds of measurements 1-3 (see the module docstring).")
+flags.DEFINE_float("round_seconds", None, "Measuring time of each of measurements 1-3 "
+                   "in a round (default: 0.3 x --seconds).")
 flags.DEFINE_list("concurrency", ["1", "2", "4", "8", "16", "32"], "Concurrency sweep.")
 flags.DEFINE_integer("max_batch_size", 32, "BatchingParameters.max_batch_size.")
 flags.DEFINE_integer("batch_timeout_micros", 2000, "BatchingParameters.batch_timeout_micros.")
 flags.DEFINE_integer("num_batch_threads", 2, "BatchingParameters.num_batch_threads.")
+flags.DEFINE_integer("grpc_max_threads", 64, "The servers' --grpc_max_threads. A gRPC "
+                     "thread holds its request while it waits in the batch queue, so "
+                     "batches cannot grow past this many requests; TF Serving's "
+                     "default (4 x the CPUs, 8 on two cores) would cap the 32 clients' "
+                     "batches at 8.")
+flags.DEFINE_multi_string("server_flag", [], "A flag for both servers, e.g. "
+                          "--server_flag=--tensorflow_session_parallelism=2 (repeatable).")
+flags.DEFINE_string("note", "", "A note kept in the JSON (e.g. how the export was made).")
 flags.DEFINE_string("output", "", "Where to write the JSON results (a PNG goes next "
                     "to it); default benchmarks/results/serving_load_<data>.json.")
 
@@ -89,7 +107,8 @@ class ServerProcess:
     self.port = _free_port()
     args = [sys.executable, "-m", "serving.server", f"--port={self.port}",
             "--host=127.0.0.1", "--model_name=bench", f"--model_base_path={base_path}",
-            "--file_system_poll_wait_seconds=0"]
+            "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={FLAGS.grpc_max_threads}"]
+    args += FLAGS.server_flag
     if batching:
       params = os.path.join(workdir, "batching.config")
       with open(params, "w", encoding="utf-8") as f:
@@ -202,48 +221,62 @@ def _timed(fn, seconds):
   return np.array(times)
 
 
-def grpc_vs_in_process(target, input_key, seconds, texts):
+def grpc_vs_in_process(target, input_key, seconds, texts, fn):
+  """p50 of gRPC Predict of 32 texts against the same call of `fn` (the
+  signature loaded in this process), the two calls alternating."""
   batch = [texts[i % len(texts)] for i in range(32)]
+  text = tf.constant(batch)
   with grpc.insecure_channel(target) as ch:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
     request = _request(batch, input_key)
-    grpc_times = _timed(lambda: stub.Predict(request, timeout=60), seconds)
-  loaded = tf.saved_model.load(FLAGS.saved_model_dir)
-  fn = loaded.signatures[FLAGS.signature_name]
-  text = tf.constant(batch)
-  local_times = _timed(lambda: fn(**{input_key: text}), seconds)
-  grpc_ms = float(np.median(grpc_times) * 1000)
-  local_ms = float(np.median(local_times) * 1000)
-  return {"batch_size": 32, "grpc_predict_p50_ms": grpc_ms, "in_process_p50_ms": local_ms,
-          "grpc_over_in_process": grpc_ms / local_ms}
+    calls = (lambda: stub.Predict(request, timeout=60), lambda: fn(**{input_key: text}))
+    for call in calls:
+      call()  # Warm up.
+    times = ([], [])
+    end = time.monotonic() + 2 * seconds
+    while time.monotonic() < end or len(times[1]) < 5:
+      for call, out in zip(calls, times):
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+  grpc_ms = float(np.median(times[0]) * 1000)
+  local_ms = float(np.median(times[1]) * 1000)
+  return {"batch_size": 32, "calls": len(times[0]), "grpc_predict_p50_ms": grpc_ms,
+          "in_process_p50_ms": local_ms, "grpc_over_in_process": grpc_ms / local_ms,
+          "grpc_share_of_in_process_rate": local_ms / grpc_ms}
 
 
-def in_process_batching_ceiling(input_key, seconds, texts, clients):
+class InProcessCeiling:
   """What batching could gain with a free server: rows/s of one thread
   calling the signature on batches of `clients` texts, against rows/s of
   `clients` threads each calling it on one text at a time. Both in this
   process, through the TF1 session loader the server uses, under the same
   TF runtime settings."""
-  graph = tf.Graph()
-  with graph.as_default():
-    session = tf.compat.v1.Session(graph=graph)
-    meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], FLAGS.saved_model_dir)
-  signature = meta_graph.signature_def[FLAGS.signature_name]
-  feed = signature.inputs[input_key].name
-  fetches = [info.name for info in signature.outputs.values()]
-  encoded = [t.encode("utf-8") for t in texts]
 
-  def rows_per_second(threads, batch):
+  def __init__(self, input_key, texts, clients):
+    self._graph = tf.Graph()
+    with self._graph.as_default():
+      self._session = tf.compat.v1.Session(graph=self._graph)
+      meta_graph = tf.compat.v1.saved_model.load(self._session, ["serve"],
+                                                 FLAGS.saved_model_dir)
+    signature = meta_graph.signature_def[FLAGS.signature_name]
+    self._feed = signature.inputs[input_key].name
+    self._fetches = [info.name for info in signature.outputs.values()]
+    self._encoded = [t.encode("utf-8") for t in texts]
+    self._clients = clients
+
+  def _rows_per_second(self, threads, batch, seconds):
+    encoded, session = self._encoded, self._session
     inputs = [np.array([encoded[(i * batch + k) % len(encoded)] for k in range(batch)],
                        dtype=object) for i in range(threads)]
     for x in inputs:
-      session.run(fetches, {feed: x})  # warm up every shape
+      session.run(self._fetches, {self._feed: x})  # warm up every shape
     counts = [0] * threads
     stop_at = time.monotonic() + seconds
 
     def worker(i):
       while time.monotonic() < stop_at:
-        session.run(fetches, {feed: inputs[i]})
+        session.run(self._fetches, {self._feed: inputs[i]})
         counts[i] += batch
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
@@ -254,16 +287,47 @@ def in_process_batching_ceiling(input_key, seconds, texts, clients):
       t.join()
     return sum(counts) / (time.monotonic() - begin)
 
-  one_batch = rows_per_second(1, clients)
-  concurrent_singles = rows_per_second(clients, 1)
-  batch = np.array([encoded[k % len(encoded)] for k in range(clients)], dtype=object)
-  session_ms = float(np.median(_timed(
-      lambda: session.run(fetches, {feed: batch}), seconds)) * 1000)
-  session.close()
-  return {"clients": clients, "session_batch_p50_ms": session_ms,
-          "batched_rows_per_second": one_batch,
-          "concurrent_single_rows_per_second": concurrent_singles,
-          "ratio": one_batch / concurrent_singles}
+  def measure(self, seconds):
+    clients = self._clients
+    one_batch = self._rows_per_second(1, clients, seconds)
+    concurrent_singles = self._rows_per_second(clients, 1, seconds)
+    batch = np.array([self._encoded[k % len(self._encoded)] for k in range(clients)],
+                     dtype=object)
+    session_ms = float(np.median(_timed(
+        lambda: self._session.run(self._fetches, {self._feed: batch}), seconds / 5)) * 1000)
+    return {"clients": clients, "session_batch_p50_ms": session_ms,
+            "batched_rows_per_second": one_batch,
+            "concurrent_single_rows_per_second": concurrent_singles,
+            "ratio": one_batch / concurrent_singles}
+
+  def close(self):
+    self._session.close()
+
+
+def measure_round(servers, input_key, texts, ceiling, fn):
+  """Measurements 1-3 of the module docstring, back to back."""
+  clients, seconds = FLAGS.clients, _round_seconds()
+  out = {f"clients_{clients}_{mode}": run_load(server.target, clients, seconds,
+                                               input_key, texts)
+         for mode, server in servers.items()}
+  out["grpc_vs_in_process"] = grpc_vs_in_process(
+      servers["batching_off"].target, input_key, seconds, texts, fn)
+  out["in_process_batching_ceiling"] = ceiling.measure(seconds)
+  on = out[f"clients_{clients}_batching_on"]["throughput_rps"]
+  off = out[f"clients_{clients}_batching_off"]["throughput_rps"]
+  out["batching_throughput_ratio"] = on / off
+  out["batching_share_of_ceiling"] = (
+      out["batching_throughput_ratio"] / out["in_process_batching_ceiling"]["ratio"])
+  return out
+
+
+def _round_seconds():
+  return FLAGS.round_seconds if FLAGS.round_seconds else 0.3 * FLAGS.seconds
+
+
+def _spread(rounds, get):
+  values = sorted(get(r) for r in rounds)
+  return {"median": float(np.median(values)), "min": values[0], "max": values[-1]}
 
 
 def _input_key():
@@ -327,37 +391,51 @@ def main(argv):
       "benchmark": "serving_load",
       "command": " ".join(["python -m benchmarks.serving_load"] + sys.argv[1:]),
       "saved_model_dir": os.path.relpath(saved_model_dir, ROOT),
+      "note": FLAGS.note,
       "signature_name": FLAGS.signature_name,
       "input_key": input_key,
       "request_data": data_name,
       "tf_runtime_env": RUNTIME_ENV,
       "seconds_per_point": FLAGS.seconds,
+      "round_count": FLAGS.rounds,
+      "round_seconds": _round_seconds(),
       "batching_parameters": {"max_batch_size": FLAGS.max_batch_size,
                               "batch_timeout_micros": FLAGS.batch_timeout_micros,
                               "num_batch_threads": FLAGS.num_batch_threads},
+      "grpc_max_threads": FLAGS.grpc_max_threads,
+      "server_flags": FLAGS.server_flag,
       "sweep": {},
   })
+  servers = {}
   try:
     for mode, batching in (("batching_off", False), ("batching_on", True)):
-      server = ServerProcess(base, batching, workdir)
-      try:
-        results[f"clients_{FLAGS.clients}_{mode}"] = run_load(
-            server.target, FLAGS.clients, FLAGS.seconds, input_key, texts)
-        results["sweep"][mode] = [
-            run_load(server.target, c, FLAGS.seconds, input_key, texts)
-            for c in concurrency]
-        if not batching:
-          results["grpc_vs_in_process"] = grpc_vs_in_process(
-              server.target, input_key, FLAGS.seconds, texts)
-      finally:
-        server.stop()
+      servers[mode] = ServerProcess(base, batching, workdir)
+    ceiling = InProcessCeiling(input_key, texts, FLAGS.clients)
+    fn = tf.saved_model.load(saved_model_dir).signatures[FLAGS.signature_name]
+    rounds = []
+    for _ in range(FLAGS.rounds):
+      rounds.append(measure_round(servers, input_key, texts, ceiling, fn))
+    ceiling.close()
+    for mode, server in servers.items():
+      results["sweep"][mode] = [run_load(server.target, c, FLAGS.seconds, input_key, texts)
+                                for c in concurrency]
   finally:
+    for server in servers.values():
+      server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-  results["in_process_batching_ceiling"] = in_process_batching_ceiling(
-      input_key, FLAGS.seconds, texts, FLAGS.clients)
-  on = results[f"clients_{FLAGS.clients}_batching_on"]["throughput_rps"]
-  off = results[f"clients_{FLAGS.clients}_batching_off"]["throughput_rps"]
-  results["batching_throughput_ratio"] = on / off
+  # The round with the median batching share of the ceiling gives the
+  # headline figures; every round is kept under "rounds".
+  by_share = sorted(rounds, key=lambda r: r["batching_share_of_ceiling"])
+  results.update(by_share[(len(by_share) - 1) // 2])
+  results["spread"] = {
+      "batching_throughput_ratio": _spread(rounds, lambda r: r["batching_throughput_ratio"]),
+      "in_process_batching_ceiling_ratio": _spread(
+          rounds, lambda r: r["in_process_batching_ceiling"]["ratio"]),
+      "batching_share_of_ceiling": _spread(rounds, lambda r: r["batching_share_of_ceiling"]),
+      "grpc_share_of_in_process_rate": _spread(
+          rounds, lambda r: r["grpc_vs_in_process"]["grpc_share_of_in_process_rate"]),
+  }
+  results["rounds"] = rounds
   os.makedirs(os.path.dirname(output), exist_ok=True)
   title = (f"serving/ gRPC Predict load, {data_name} export "
            f"({FLAGS.signature_name}), batching on vs off")
@@ -365,7 +443,8 @@ def main(argv):
   results["plot"] = os.path.basename(png) if png else None
   with open(output, "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2)
-  print(json.dumps({k: v for k, v in results.items() if k != "sweep"}, indent=2))
+  print(json.dumps({k: v for k, v in results.items() if k not in ("sweep", "rounds")},
+                   indent=2))
 
 
 if __name__ == "__main__":
