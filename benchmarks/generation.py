@@ -9,14 +9,19 @@ together) of:
              recomputes the whole context), as an in-process tf.function;
   keras_hub  keras_hub's GPT2CausalLM.generate for a randomly initialised
              model of the same size (layers, width, heads, context,
-             vocabulary), with its default jit_compile; its generate cannot be
-             exported, so it runs in-process.
+             vocabulary), once with jit_compile=True (XLA, what a user who
+             generates in-process would switch on) and once with
+             jit_compile=False; its generate cannot be exported, so it runs
+             in-process.
 at batch 1 and 16 for 256 new tokens after a 32-character prompt, sampling
 with temperature 0.8 and top_k 40 (keras-hub: its TopKSampler with the same
 settings). Each figure is the median of --repeats timed calls after one
 warm-up call. Also tokens/s vs the number of new tokens at batch 1 (export and
 no_cache), for the plot. Writes benchmarks/results/generation.json and
-generation.png.
+generation.png (--output_name). --intra_op_threads / --inter_op_threads set
+TensorFlow's thread pools for everything measured (what a server's
+--tensorflow_intra_op_parallelism / --tensorflow_inter_op_parallelism set);
+the JSON records them and whether oneDNN was on.
 
   python -m benchmarks.generation --model_dir=runs/shakespeare_small
 """
@@ -39,6 +44,11 @@ flags.DEFINE_multi_integer("lengths", [32, 64, 128, 256],
                            "New-token counts for the tokens/s vs length curve.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per figure (median).")
 flags.DEFINE_bool("keras_hub", True, "Also measure keras_hub GPT2CausalLM.")
+flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow's intra-op threads for "
+                     "everything measured (0 = TensorFlow's default).")
+flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow's inter-op threads (0 = "
+                     "TensorFlow's default).")
+flags.DEFINE_string("output_name", "generation", "JSON/PNG file name stem.")
 flags.DEFINE_string("output_dir", os.path.join(environment.ROOT, "benchmarks",
                                                "results"), "Where JSON/PNG go.")
 FLAGS = flags.FLAGS
@@ -76,8 +86,8 @@ def ours(signature, batch_size, new_tokens):
   return call
 
 
-def keras_hub_call(architecture, batch_size, new_tokens):
-  """A GPT2CausalLM.generate call of the same size, or None if unavailable."""
+def keras_hub_call(architecture, batch_size, new_tokens, jit_compile):
+  """A GPT2CausalLM.generate call of the same size."""
   import keras_hub
   import numpy as np
   backbone = keras_hub.models.GPT2Backbone(
@@ -90,7 +100,7 @@ def keras_hub_call(architecture, batch_size, new_tokens):
   causal_lm = keras_hub.models.GPT2CausalLM(backbone=backbone,
                                             preprocessor=None)
   causal_lm.compile(sampler=keras_hub.samplers.TopKSampler(
-      k=TOP_K, temperature=TEMPERATURE, seed=0))
+      k=TOP_K, temperature=TEMPERATURE, seed=0), jit_compile=jit_compile)
   prompt_length = len(PROMPT) + 1
   length = prompt_length + new_tokens
   rng = np.random.default_rng(0)
@@ -109,6 +119,8 @@ def keras_hub_call(architecture, batch_size, new_tokens):
 def run_benchmark(model_dir):
   import tensorflow as tf
   import tensorflow_text  # noqa: F401
+  tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+  tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
   from export.decoder_export import generate_text
   from export.exporter import ExportConfig, export_saved_model, load_trained_model
 
@@ -130,13 +142,15 @@ def run_benchmark(model_dir):
         print(f"batch {batch_size} {name}: {tokens / seconds:.1f} tokens/s",
               flush=True)
       row["cache_speedup"] = row["export_tokens_per_s"] / row["no_cache_tokens_per_s"]
-      if FLAGS.keras_hub:
-        call, jit = keras_hub_call(architecture, batch_size, FLAGS.new_tokens)
+      for jit in ((True, False) if FLAGS.keras_hub else ()):
+        name = "keras_hub_xla" if jit else "keras_hub"
+        call, used = keras_hub_call(architecture, batch_size,
+                                    FLAGS.new_tokens, jit)
+        assert used == jit
         seconds = median_seconds(call, FLAGS.repeats)
-        row["keras_hub_tokens_per_s"] = tokens / seconds
-        row["keras_hub_jit_compile"] = jit
-        row["export_vs_keras_hub"] = row["export_tokens_per_s"] / (tokens / seconds)
-        print(f"batch {batch_size} keras_hub: {tokens / seconds:.1f} tokens/s",
+        row[f"{name}_tokens_per_s"] = tokens / seconds
+        row[f"export_vs_{name}"] = row["export_tokens_per_s"] / (tokens / seconds)
+        print(f"batch {batch_size} {name}: {tokens / seconds:.1f} tokens/s",
               flush=True)
       results["batches"].append(row)
     for new_tokens in FLAGS.lengths:
@@ -150,8 +164,14 @@ def run_benchmark(model_dir):
       environment.describe(), model_dir=model_dir, architecture=architecture,
       parameters=model.count_params(), prompt_characters=len(PROMPT),
       sampling={"temperature": TEMPERATURE, "top_k": TOP_K},
-      repeats=FLAGS.repeats,
-      command="python -m benchmarks.generation --model_dir=" + model_dir)
+      repeats=FLAGS.repeats, intra_op_threads=FLAGS.intra_op_threads,
+      inter_op_threads=FLAGS.inter_op_threads,
+      onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+      command=" ".join(["python -m benchmarks.generation",
+                        f"--model_dir={model_dir}"] + [
+          f"--{name}={FLAGS[name].value}" for name in (
+              "intra_op_threads", "inter_op_threads", "output_name")
+          if FLAGS[name].present]))
   return results
 
 
@@ -179,11 +199,11 @@ def main(argv):
   del argv
   results = run_benchmark(FLAGS.model_dir)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  path = os.path.join(FLAGS.output_dir, "generation.json")
+  path = os.path.join(FLAGS.output_dir, FLAGS.output_name + ".json")
   with open(path, "w") as f:
     json.dump(results, f, indent=2)
     f.write("\n")
-  plot(results, os.path.join(FLAGS.output_dir, "generation.png"))
+  plot(results, os.path.join(FLAGS.output_dir, FLAGS.output_name + ".png"))
   print(f"wrote {path}")
 
 
