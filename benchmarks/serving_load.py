@@ -321,6 +321,28 @@ def measure_round(servers, input_key, texts, ceiling, fn):
   return out
 
 
+def summarize(rounds):
+  """The median round (by batching share of the ceiling) as the headline
+  figures, and the median, min and max of each figure over the rounds."""
+  by_share = sorted(rounds, key=lambda r: r["batching_share_of_ceiling"])
+  out = dict(by_share[(len(by_share) - 1) // 2])
+  on, off = (f"clients_{FLAGS.clients}_batching_{mode}" for mode in ("on", "off"))
+  out["spread"] = {name: _spread(rounds, get) for name, get in (
+      ("batching_on_rps", lambda r: r[on]["throughput_rps"]),
+      ("batching_off_rps", lambda r: r[off]["throughput_rps"]),
+      ("batching_throughput_ratio", lambda r: r["batching_throughput_ratio"]),
+      ("in_process_batched_rows_per_second",
+       lambda r: r["in_process_batching_ceiling"]["batched_rows_per_second"]),
+      ("in_process_batching_ceiling_ratio",
+       lambda r: r["in_process_batching_ceiling"]["ratio"]),
+      ("batching_share_of_ceiling", lambda r: r["batching_share_of_ceiling"]),
+      ("grpc_predict_p50_ms", lambda r: r["grpc_vs_in_process"]["grpc_predict_p50_ms"]),
+      ("in_process_p50_ms", lambda r: r["grpc_vs_in_process"]["in_process_p50_ms"]),
+      ("grpc_share_of_in_process_rate",
+       lambda r: r["grpc_vs_in_process"]["grpc_share_of_in_process_rate"]))}
+  return out
+
+
 def _round_seconds():
   return FLAGS.round_seconds if FLAGS.round_seconds else 0.3 * FLAGS.seconds
 
@@ -423,18 +445,7 @@ def main(argv):
     for server in servers.values():
       server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-  # The round with the median batching share of the ceiling gives the
-  # headline figures; every round is kept under "rounds".
-  by_share = sorted(rounds, key=lambda r: r["batching_share_of_ceiling"])
-  results.update(by_share[(len(by_share) - 1) // 2])
-  results["spread"] = {
-      "batching_throughput_ratio": _spread(rounds, lambda r: r["batching_throughput_ratio"]),
-      "in_process_batching_ceiling_ratio": _spread(
-          rounds, lambda r: r["in_process_batching_ceiling"]["ratio"]),
-      "batching_share_of_ceiling": _spread(rounds, lambda r: r["batching_share_of_ceiling"]),
-      "grpc_share_of_in_process_rate": _spread(
-          rounds, lambda r: r["grpc_vs_in_process"]["grpc_share_of_in_process_rate"]),
-  }
+  results.update(summarize(rounds))
   results["rounds"] = rounds
   os.makedirs(os.path.dirname(output), exist_ok=True)
   title = (f"serving/ gRPC Predict load, {data_name} export "
