@@ -66,6 +66,8 @@ flags.DEFINE_string("saved_model_dir", "", "An LM export; '' = the small "
 flags.DEFINE_integer("clients", 32, "Closed-loop clients.")
 flags.DEFINE_integer("jobs", 192, "Jobs per mode (the same list for both).")
 flags.DEFINE_integer("slots", 32, "Engine slots (--generation_slots).")
+flags.DEFINE_integer("tokens_per_step", 4, "Tokens each slot advances per "
+                     "engine step (--generation_tokens_per_step).")
 flags.DEFINE_integer("min_new_tokens", 16, "Smallest max_new_tokens.")
 flags.DEFINE_integer("max_new_tokens", 256, "Largest max_new_tokens.")
 flags.DEFINE_integer("prompt_characters", 32, "Characters of each prompt.")
@@ -116,6 +118,7 @@ class Server:
             "--enable_batching", f"--batching_parameters_file={params}",
             f"--monitoring_config_file={monitoring}",
             f"--generation_slots={FLAGS.slots}",
+            f"--generation_tokens_per_step={FLAGS.tokens_per_step}",
             "--generation_max_queue=1000", "--enable_model_warmup=false"]
     self._log = open(os.path.join(workdir, "server.log"), "wb")
     self.proc = subprocess.Popen(
@@ -308,6 +311,7 @@ def main(argv):
   result = {
       "benchmark": "generation_serving", "clients": FLAGS.clients,
       "jobs": FLAGS.jobs, "slots": FLAGS.slots,
+      "tokens_per_step": FLAGS.tokens_per_step,
       "max_new_tokens_range": [FLAGS.min_new_tokens, FLAGS.max_new_tokens],
       "model": FLAGS.saved_model_dir or "small preset, random weights",
       "rounds": rounds, "batching": shown["batching"],

@@ -12,8 +12,12 @@ requests join and leave a running batch (iteration-level scheduling):
                   reads B prompts into B slots and chooses each one's first
                   token (none when max_new_tokens is 0); prompt_tokens: the
                   positions the prompt took, the start token included.
-  engine_step     active bool[S] -> token, text, done, num_tokens (each [S])
-                  advances every active, unfinished slot by one token.
+  engine_step     active bool[S], steps int32[S] -> token, text, done,
+                  num_tokens (each [S])
+                  advances every active, unfinished slot by up to steps[s]
+                  tokens (a loop in the graph: k tokens a call cost one
+                  call's overhead); text: the pieces of this call's tokens,
+                  token: the slot's last token.
 
 `text` is the new token's text piece: the concatenated pieces of a slot are
 the detokenized continuation, as `generate` returns it (piece k is the text
@@ -154,25 +158,40 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
               "done": tf.identity(done), "num_tokens": tf.identity(generated),
               "prompt_tokens": tf.identity(lengths)}
 
-  def step(active):
-    with tf.control_dependencies([tf.debugging.assert_equal(
-        tf.shape(active)[0], tf.shape(state.done)[0],
-        message="active must have one value per slot (engine_init's size)")]):
+  def step(active, steps):
+    size = tf.shape(state.done)[0]
+    checks = [tf.debugging.assert_equal(
+        tf.shape(x)[0], size,
+        message=f"{name} must have one value per slot (engine_init's size)")
+              for name, x in (("active", active), ("steps", steps))]
+    with tf.control_dependencies(checks):
       active = tf.identity(active)
+      steps = tf.identity(steps)
     s = {name: var.read_value() for name, var in state.fields().items()}
-    live = active & ~s["done"]  # [S]
-    logits = slots_lib.step_logits(backbone, state.cache, s["token"],
-                                   s["position"], live)  # [S, V]
-    position = s["position"] + 1  # of the token chosen now
-    chosen = _choose(model, logits, s, position)  # [S]
-    token = tf.where(live, chosen, PAD_ID)
-    generated = s["generated"] + tf.cast(live, tf.int32)
-    done = s["done"] | (live & _finished(model, token, generated,
-                                         s["max_new_tokens"], position,
-                                         context))
-    text = text_pieces(tokenizer, tf.where(live, s["token"], PAD_ID), token)
-    ops = [state.token.assign(tf.where(live, token, s["token"])),
-           state.position.assign(tf.where(live, position, s["position"])),
+
+    def body(i, token, position, generated, done, text):
+      live = active & ~done & (i < steps)  # [S]
+      logits = slots_lib.step_logits(backbone, state.cache, token, position,
+                                     live)  # [S, V]
+      chosen = _choose(model, logits, s, position + 1)  # [S]
+      new = tf.where(live, chosen, PAD_ID)
+      generated += tf.cast(live, tf.int32)
+      done |= live & _finished(model, new, generated, s["max_new_tokens"],
+                               position + 1, context)
+      piece = text_pieces(tokenizer, tf.where(live, token, PAD_ID), new)
+      return (i + 1, tf.where(live, new, token),
+              tf.where(live, position + 1, position), generated, done,
+              tf.strings.join([text, piece]))
+
+    def cond(i, unused_token, unused_position, unused_generated, done,
+             unused_text):
+      return tf.reduce_any(active & ~done & (i < steps))
+
+    _, token, position, generated, done, text = tf.while_loop(
+        cond, body, (tf.constant(0), s["token"], s["position"],
+                     s["generated"], s["done"], tf.fill([size], "")),
+        parallel_iterations=1)
+    ops = [state.token.assign(token), state.position.assign(position),
            state.generated.assign(generated), state.done.assign(done)]
     with tf.control_dependencies(ops):
       return {"token": tf.identity(token), "text": tf.identity(text),
@@ -188,5 +207,5 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
       spec("max_new_tokens", tf.int32), spec("temperature", tf.float32),
       spec("top_k", tf.int32), spec("top_p", tf.float32),
       spec("seed", tf.int64)])
-  archive.add_endpoint("engine_step", step,
-                       input_signature=[spec("active", tf.bool)])
+  archive.add_endpoint("engine_step", step, input_signature=[
+      spec("active", tf.bool), spec("steps", tf.int32)])

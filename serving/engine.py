@@ -9,8 +9,9 @@ JetStream do):
   1. free the slots of cancelled or expired requests;
   2. take waiting requests into the free slots, all in one engine_prefill
      call (each gets its first token there);
-  3. one engine_step advances every occupied slot by one token; a finished,
-     stopped, cancelled or expired request leaves its slot at once.
+  3. one engine_step advances every occupied slot by `tokens_per_step`
+     tokens (1 by default); a finished, stopped, cancelled or expired
+     request leaves its slot at once.
 
 The queue of waiting requests is bounded (`submit` raises RESOURCE_EXHAUSTED
 when it is full); settings are checked before a request is queued
@@ -98,9 +99,11 @@ def _holdback(text, stops):
 class GenerationEngine:
   """The scheduler over `num_slots` decode slots of one servable."""
 
-  def __init__(self, servable, num_slots, max_queue, metrics=None):
+  def __init__(self, servable, num_slots, max_queue, metrics=None,
+               tokens_per_step=1):
     self._servable = servable
     self.num_slots = num_slots
+    self.tokens_per_step = tokens_per_step
     self.max_queue = max_queue
     self._metrics = metrics  # GenerationMetrics or None
     self._signatures = {k: servable.signature_defs[k]
@@ -142,7 +145,8 @@ class GenerationEngine:
   def _warm_up(self):
     """One prefill and step, so the first request does not pay for them."""
     self._prefill([Request("", Settings(max_new_tokens=2), None, None)], [0])
-    self._run(STEP, {"active": np.eye(self.num_slots, 1, dtype=bool)[:, 0]})
+    self._run(STEP, {"active": np.eye(self.num_slots, 1, dtype=bool)[:, 0],
+                     "steps": np.ones([self.num_slots], np.int32)})
     self._run(INIT, {"slot": np.arange(self.num_slots, dtype=np.int32)})
 
   # ---- the API -------------------------------------------------------------
@@ -273,7 +277,8 @@ class GenerationEngine:
   def _step(self):
     active = np.array([r is not None for r in self._slots])
     start = time.monotonic()
-    out = self._run(STEP, {"active": active})
+    out = self._run(STEP, {"active": active, "steps": np.full(
+        [self.num_slots], self.tokens_per_step, np.int32)})
     if self._metrics is not None:
       self._metrics.step_seconds.observe(time.monotonic() - start)
     for slot, request in enumerate(self._slots):
@@ -287,8 +292,9 @@ class GenerationEngine:
     if count > request.num_tokens and self._metrics is not None:
       if request.last_token_time is None:
         self._metrics.time_to_first_token.observe(now - request.submitted)
-      else:
-        self._metrics.inter_token_latency.observe(now - request.last_token_time)
+      else:  # a step may bring several tokens: the mean gap of each
+        self._metrics.inter_token_latency.observe(
+            (now - request.last_token_time) / (count - request.num_tokens))
       self._metrics.tokens_generated.inc(count - request.num_tokens)
     if count > request.num_tokens:
       request.last_token_time = now

@@ -51,6 +51,7 @@ class ManagerOptions:
   # decode slots (0: none) and waiting requests (serving/engine.py).
   generation_slots: int = 0
   generation_max_queue: int = 128
+  generation_tokens_per_step: int = 1
 
 
 @dataclasses.dataclass
@@ -265,7 +266,8 @@ class ModelManager:
         if metrics is not None:
           metrics.slots_total.set(slots)
         servable.engine = engine_lib.GenerationEngine(
-            servable, slots, self._options.generation_max_queue, metrics)
+            servable, slots, self._options.generation_max_queue, metrics,
+            self._options.generation_tokens_per_step)
     except BaseException:
       servable.retire_and_close()
       raise

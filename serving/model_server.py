@@ -97,6 +97,7 @@ class ServerOptions:
   # how many requests may wait for a slot (more: RESOURCE_EXHAUSTED / 429).
   generation_slots: int = 8
   generation_max_queue: int = 128
+  generation_tokens_per_step: int = 1  # tokens each slot gets per engine step
 
 
 def parse_channel_arguments(text):
@@ -154,7 +155,8 @@ class ModelServer:
         allow_version_labels_for_unavailable_models=(
             options.allow_version_labels_for_unavailable_models),
         generation_slots=options.generation_slots,
-        generation_max_queue=options.generation_max_queue)
+        generation_max_queue=options.generation_max_queue,
+        generation_tokens_per_step=options.generation_tokens_per_step)
     iterations = max(1, options.num_request_iterations_for_warmup)
     self.request_logs = request_log.RequestLogs(
         request_log.LogOptions(max_file_bytes=options.request_log_max_file_bytes,

@@ -177,6 +177,10 @@ flags.DEFINE_integer("generation_slots", _D.generation_slots,
 flags.DEFINE_integer("generation_max_queue", _D.generation_max_queue,
                      "Ours: generation requests that may wait for a slot; one more "
                      "is RESOURCE_EXHAUSTED (HTTP 429).", lower_bound=0)
+flags.DEFINE_integer("generation_tokens_per_step", _D.generation_tokens_per_step,
+                     "Ours: tokens every slot advances per engine step (one "
+                     "engine_step call); more amortizes the call, fewer gives "
+                     "finer streaming and sooner joins.", lower_bound=1)
 
 
 def options_from_flags():

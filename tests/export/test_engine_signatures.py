@@ -35,8 +35,9 @@ def prefill(loaded, prompts, slots, max_new_tokens, temperature=0.0, top_k=0,
 class Driver:
   """A minimal scheduler: requests join at given steps, pieces collected."""
 
-  def __init__(self, loaded):
+  def __init__(self, loaded, tokens_per_step=1):
     self.loaded = loaded
+    self.tokens_per_step = tokens_per_step
     loaded.signatures["engine_init"](slot=tf.range(SLOTS))
     self.active = np.zeros([SLOTS], bool)
     self.texts = {}
@@ -48,7 +49,9 @@ class Driver:
     return out
 
   def step(self):
-    out = self.loaded.signatures["engine_step"](active=tf.constant(self.active))
+    out = self.loaded.signatures["engine_step"](
+        active=tf.constant(self.active),
+        steps=tf.fill([SLOTS], self.tokens_per_step))
     out = {k: v.numpy() for k, v in out.items()}
     for slot in np.nonzero(self.active)[0]:
       self.texts[slot] += out["text"][slot].decode()
@@ -67,8 +70,10 @@ REQUESTS = [  # (prompt, settings): greedy and sampled
 ]
 
 
-def test_engine_gives_generate_tokens_while_requests_join_and_leave(loaded):
-  driver = Driver(loaded)
+@pytest.mark.parametrize("tokens_per_step", [1, 3])
+def test_engine_gives_generate_tokens_while_requests_join_and_leave(
+    loaded, tokens_per_step):
+  driver = Driver(loaded, tokens_per_step)
   joins = {0: [(0, 0), (1, 1)], 2: [(2, 2)], 5: [(3, 3)], 13: [(0, 4)],
            15: [(1, 5)]}  # step -> [(slot, request)]
   owner = {}
@@ -127,7 +132,8 @@ def test_engine_runs_in_a_tf1_session(exported_lm, loaded):
         "seed": np.array([7], np.int64)})
     text = out["text"][0].decode()
     while True:
-      out = run("engine_step", {"active": np.array([False, True])})
+      out = run("engine_step", {"active": np.array([False, True]),
+                                "steps": np.array([1, 2], np.int32)})
       text += out["text"][1].decode()
       if out["done"][1]:
         break
