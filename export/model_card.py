@@ -58,6 +58,7 @@ def build_model_card(saved_model_dir, trainer_config, dev_metrics, checkpoint,
       "architecture": model["architecture"],
       "vocabulary_size": model["architecture"]["vocabulary_size"],
       "tokenizer": model_config.family_tokenizer(model),
+      "pretrained": model.get("pretrained"),  # preset, backbone, licence
       "parameters": parameters,
       "labels": model.get("labels"),
       "label_values": model.get("label_values"),

@@ -19,6 +19,7 @@ from absl import logging
 from trainers import classification_data, example_packing
 from trainers.data_files import RowReader, expand_files
 from trainers.errors import UserError
+from trainers import presets
 from trainers.config import config_path, preset_architecture, read_json
 from trainers.metrics import classification_metrics
 from trainers.task import WARMUP_EXAMPLES, Task
@@ -55,6 +56,7 @@ class TextClassificationTask(Task):
   supports_packing = True
   supports_adversarial = True
   supports_init_checkpoint = True
+  supports_init_from_preset = True
   primary_metric = "accuracy"
   higher_is_better = True
   train_files_help = "the training data (.tsv, .csv, .jsonl)"
@@ -207,6 +209,8 @@ class TextClassificationTask(Task):
   def new_model_config(self, model_dir):
     """Learns the WordPiece vocabulary from the training texts (or copies the
     --init_checkpoint's with its architecture); writes model_dir/vocab.txt."""
+    if self.config.init_from_preset:
+      return self._preset_model_config(model_dir)
     architecture = preset_architecture(self.family, self.config.preset,
                                        self.config.model_overrides)
     if self.config.vocabulary_size:
@@ -227,13 +231,27 @@ class TextClassificationTask(Task):
                                               architecture["vocabulary_size"])
       write_vocabulary(vocabulary, vocabulary_path)
       architecture["vocabulary_size"] = len(vocabulary)
-    model_config = {
-        "family": self.family, "task": self.name,
-        "preset": self.config.preset, "architecture": architecture,
-        "labels": list(self.label_names()),
-        "label_values": list(self.label_values()),
-        "vocabulary_file": VOCABULARY_FILE,
-        "warmup_examples": self.warmup_examples()}
+    return self._model_config(self.config.preset, architecture,
+                              {"vocabulary_file": VOCABULARY_FILE})
+
+  def _preset_model_config(self, model_dir):
+    """The model config of a run from --init_from_preset: the preset's
+    architecture, vocabulary and tokenizer settings."""
+    if self.config.vocabulary_size or self.config.init_checkpoint:
+      raise UserError("--init_from_preset brings its own vocabulary and "
+                      "weights: leave --vocabulary_size and --init_checkpoint "
+                      "unset")
+    preset = presets.open_preset(self.config.init_from_preset, self.family)
+    architecture, entries = presets.preset_model_config(
+        preset, self.config.model_overrides, model_dir, VOCABULARY_FILE)
+    return self._model_config(preset.class_name, architecture, entries)
+
+  def _model_config(self, preset_name, architecture, entries):
+    model_config = dict(
+        entries, family=self.family, task=self.name, preset=preset_name,
+        architecture=architecture, labels=list(self.label_names()),
+        label_values=list(self.label_values()),
+        warmup_examples=self.warmup_examples())
     if self.config.text_pair_column:
       model_config["text_pair"] = True
     return model_config

@@ -69,6 +69,7 @@ class TrainConfig:
   model_overrides: str = ""  # preset fields to override, "key=value,key=value" (e.g. "dropout=0.3,num_layers=4")
   average_checkpoints: int = 0  # >0: at the end, average the last N checkpoints into averaged/ and export that
   init_checkpoint: str = ""  # a pretraining model_dir whose backbone, vocabulary and architecture this run starts from
+  init_from_preset: str = ""  # a keras-hub preset (directory, or name when online) whose architecture, vocabulary, tokenizer settings and weights this run starts from (trainers/presets.py)
 
   def to_dict(self):
     return dataclasses.asdict(self)

@@ -79,6 +79,10 @@ def train_and_evaluate(config: TrainConfig):
   elif config.init_checkpoint:
     task.warm_start(model, config.init_checkpoint)
     logging.info("Initialised the backbone from %s", config.init_checkpoint)
+  elif config.init_from_preset:
+    task.warm_start_from_preset(model, config.init_from_preset)
+    logging.info("Initialised the model from preset %s",
+                 config.init_from_preset)
   progress_path = layout.path(work_dir, layout.PROGRESS)
   elapsed_before = (read_json(progress_path)["train_seconds"]
                     if step and tf.io.gfile.exists(progress_path) else 0.0)

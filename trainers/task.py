@@ -7,7 +7,8 @@ loop, the train step, export, evaluation and the tools stay generic):
               examples), train_dataset, eval_dataset, describe_eval_data,
               data_report (rows skipped under --skip_bad_rows)
   model       build_model (from the model config, variables created),
-              warm_start (--init_checkpoint)
+              warm_start (--init_checkpoint), warm_start_from_preset
+              (--init_from_preset, a keras-hub preset)
   loss        per_example_loss, count_examples, loss_denominator,
               correct_predictions, count_tokens (the train step's sums)
   metrics     primary_metric, higher_is_better, evaluate (a checkpoint's
@@ -44,6 +45,7 @@ class Task:
   supports_packing = False  # implements --pack_examples
   supports_adversarial = False  # implements --adversarial_epsilon
   supports_init_checkpoint = False  # implements --init_checkpoint
+  supports_init_from_preset = False  # implements --init_from_preset
 
   def __init__(self, config):
     self.config = config  # the TrainConfig
@@ -115,6 +117,12 @@ class Task:
 
   def warm_start(self, model, init_checkpoint):
     raise UserError(f"--init_checkpoint is not supported by --task={self.name}")
+
+  def warm_start_from_preset(self, model, preset):
+    """Copies a keras-hub preset's weights into the built model (its model
+    config came from the same preset, see trainers/presets.py)."""
+    from trainers.presets import copy_preset_weights
+    copy_preset_weights(model, self.model_config, preset)
 
   # --- loss and training metrics -----------------------------------------
 

@@ -35,7 +35,9 @@ def get_task(config):
        config.adversarial_epsilon > 0),
       ("pack_examples", task.supports_packing, config.pack_examples),
       ("init_checkpoint", task.supports_init_checkpoint,
-       bool(config.init_checkpoint))):
+       bool(config.init_checkpoint)),
+      ("init_from_preset", task.supports_init_from_preset,
+       bool(config.init_from_preset))):
     if value and not supported:
       raise UserError(f"--{option} is not supported by --task={config.task}")
   if config.pack_examples and config.consistency_weight > 0:
@@ -54,5 +56,6 @@ def task_for_model(trainer_config, model_config, **overrides):
   values.setdefault("task", model_config["task"])
   values.update({k: v for k, v in overrides.items() if v not in (None, "")})
   values["init_checkpoint"] = ""  # evaluation never warm-starts
+  values["init_from_preset"] = ""
   values["pack_examples"] = False
   return get_task(TrainConfig.from_dict(values)).use_model_config(model_config)

@@ -157,6 +157,14 @@ flags.DEFINE_string("model_overrides", "", "Preset fields to override, "
 flags.DEFINE_string("init_checkpoint", "", "A pretraining model_dir (e.g. of "
                     "--task=masked_lm): this run reuses its vocabulary and "
                     "architecture and starts from its backbone weights.")
+flags.DEFINE_string("init_from_preset", "", "A keras-hub preset: a directory "
+                    "(what Backbone.save_to_preset writes, or a downloaded "
+                    "Kaggle preset) or a keras-hub preset name when this "
+                    "machine can reach Kaggle. The run takes the preset's "
+                    "architecture, vocabulary, tokenizer settings and weights "
+                    "(text_classification: BertBackbone, DistilBertBackbone)."
+                    " --model_overrides may change only sequence_length, "
+                    "dropout, token_dropout and pooling.")
 flags.mark_flag_as_required("model_dir")
 
 FLAGS = flags.FLAGS

@@ -11,7 +11,11 @@ need the trainer's flags. Keys:
   labels: class names in id order (classifiers)
   vocabulary_file: path relative to the model_dir (or absolute)
   tokenizer: a key of TOKENIZERS; absent = the family's (sentencepiece_lm is
-    SentencePiece read after BOS, for language models)
+    SentencePiece read after BOS, for language models; preset_wordpiece is
+    a keras-hub preset's WordPiece)
+  tokenizer_options: keyword arguments of that tokenizer (e.g. lower_case)
+  pretrained: where a model from a keras-hub preset came from
+    (zoo.pretrained.Preset.describe)
   label_values: the labels as the data writes them, in id order
   warmup_examples: {input name: [strings]}, from the training data
   start_text: the character every text is read after (decoders)
@@ -26,6 +30,7 @@ from zoo.tasks.translator import build_translator
 from zoo.tokenizers import characters, sentencepiece
 from zoo.tokenizers.sentencepiece import (SentencePieceLMTokenizer,
                                           SentencePieceTokenizer)
+from zoo.tokenizers.preset_wordpiece import PresetWordPieceTokenizer
 from zoo.tokenizers.wordpiece import WordPieceTokenizer
 
 
@@ -52,6 +57,12 @@ def _wordpiece(model_config, path, length):
   return WordPieceTokenizer(path, sequence_length=length, name="tokenizer")
 
 
+def _preset_wordpiece(model_config, path, length):
+  return PresetWordPieceTokenizer(path, sequence_length=length,
+                                  name="tokenizer",
+                                  **model_config.get("tokenizer_options", {}))
+
+
 def _characters(model_config, path, length):
   return characters.CharacterTokenizer(
       path, sequence_length=length,
@@ -75,7 +86,8 @@ FAMILIES = {
     "seq2seq": ("sentencepiece", lambda c: build_translator(c["architecture"]),
                 ("source_ids", "target_ids")),
 }
-TOKENIZERS = {"wordpiece": _wordpiece, "characters": _characters,
+TOKENIZERS = {"wordpiece": _wordpiece, "preset_wordpiece": _preset_wordpiece,
+              "characters": _characters,
               "sentencepiece": _sentencepiece,
               "sentencepiece_lm": _sentencepiece_lm}
 # Ids a language model over each tokenizer never generates.

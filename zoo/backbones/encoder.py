@@ -1,10 +1,13 @@
-"""Bidirectional transformer encoder backbone (pre-LayerNorm, GELU).
+"""Bidirectional transformer encoder backbone (pre-LayerNorm GELU by default).
 
 Token ids in, one hidden vector per position out; id 0 is padding and is masked
 out of every attention. Built from keras_hub's TokenAndPositionEmbedding and
-zoo's pre-LayerNorm TransformerEncoderBlock (zoo.layers.transformer_encoder),
-every dropout mask drawn by zoo.layers.hashed_dropout; each block's attention
-head size is hidden_dim // num_heads. With conv_kernel_size > 0, a residual
+zoo's TransformerEncoderBlock (zoo.layers.transformer_encoder), every dropout
+mask drawn by zoo.layers.hashed_dropout; each block's attention head size is
+hidden_dim // num_heads. Our own models are pre-LayerNorm with a final norm;
+normalize_first=False with embedding_norm=True is the post-LayerNorm layout
+of BERT and DistilBERT (a norm over the summed embeddings, none at the end),
+which zoo.pretrained fills with a keras-hub preset's weights. With conv_kernel_size > 0, a residual
 convolution over the unpadded positions (zoo.layers.masked_conv) runs between
 the embedding and the first block.
 """
@@ -13,6 +16,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from zoo.layers.activations import get_activation
 from zoo.layers.hashed_dropout import HashedDropout
 from zoo.layers.masked_conv import MaskedConvBlock
 from zoo.layers.transformer_encoder import TransformerEncoderBlock
@@ -25,7 +29,9 @@ class EncoderBackbone(keras.Model):
 
   def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
                num_heads, intermediate_dim, dropout=0.1, token_dropout=0.0,
-               conv_kernel_size=0, num_token_types=0, **kwargs):
+               conv_kernel_size=0, num_token_types=0, normalize_first=True,
+               embedding_norm=False, layer_norm_epsilon=1e-5,
+               activation="gelu", **kwargs):
     super().__init__(**kwargs)
     if hidden_dim % num_heads:
       raise ValueError(f"hidden_dim={hidden_dim} is not divisible by "
@@ -40,6 +46,10 @@ class EncoderBackbone(keras.Model):
     self.token_dropout = token_dropout
     self.conv_kernel_size = conv_kernel_size
     self.num_token_types = num_token_types
+    self.normalize_first = bool(normalize_first)
+    self.embedding_norm = bool(embedding_norm)
+    self.layer_norm_epsilon = layer_norm_epsilon
+    self.activation = activation
     self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
         vocabulary_size=vocabulary_size, sequence_length=sequence_length,
         embedding_dim=hidden_dim,
@@ -57,6 +67,9 @@ class EncoderBackbone(keras.Model):
           num_token_types, hidden_dim,
           embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
           name="type_embedding")
+    if embedding_norm:
+      self.embedding_layer_norm = keras.layers.LayerNormalization(
+          epsilon=layer_norm_epsilon, name="embedding_layer_norm")
     if conv_kernel_size:
       self.conv_block = MaskedConvBlock(conv_kernel_size, dropout=dropout,
                                         name="conv_block")
@@ -64,9 +77,12 @@ class EncoderBackbone(keras.Model):
     for i in range(num_layers):
       setattr(self, f"block_{i}", TransformerEncoderBlock(
           intermediate_dim=intermediate_dim, num_heads=num_heads,
-          dropout=dropout, activation="gelu", name=f"block_{i}"))
-    self.final_norm = keras.layers.LayerNormalization(
-        epsilon=1e-5, name="final_norm")
+          dropout=dropout, activation=get_activation(activation),
+          layer_norm_epsilon=layer_norm_epsilon,
+          normalize_first=normalize_first, name=f"block_{i}"))
+    if normalize_first:  # post-LayerNorm blocks end normalised already
+      self.final_norm = keras.layers.LayerNormalization(
+          epsilon=layer_norm_epsilon, name="final_norm")
 
   @property
   def blocks(self):
@@ -101,6 +117,8 @@ class EncoderBackbone(keras.Model):
       x = x + ops.cast(self.type_embedding(type_ids), x.dtype)  # [B, T, D]
     if embedding_offsets is not None:
       x = x + ops.cast(embedding_offsets, x.dtype)  # [B, T, D]
+    if self.embedding_norm:
+      x = self.embedding_layer_norm(x)  # [B, T, D]
     x = self.token_dropout_layer(x, training=training)
     x = self.embedding_dropout(x, training=training)
     if self.conv_kernel_size:
@@ -109,7 +127,7 @@ class EncoderBackbone(keras.Model):
     for block in self.blocks:
       x = block(x, padding_mask=padding_mask, attention_mask=attention_mask,
                 training=training)  # [B, T, D]
-    return self.final_norm(x)  # [B, T, D]
+    return self.final_norm(x) if self.normalize_first else x  # [B, T, D]
 
   def get_config(self):
     config = super().get_config()
@@ -120,7 +138,11 @@ class EncoderBackbone(keras.Model):
                   intermediate_dim=self.intermediate_dim, dropout=self.dropout,
                   token_dropout=self.token_dropout,
                   conv_kernel_size=self.conv_kernel_size,
-                  num_token_types=self.num_token_types)
+                  num_token_types=self.num_token_types,
+                  normalize_first=self.normalize_first,
+                  embedding_norm=self.embedding_norm,
+                  layer_norm_epsilon=self.layer_norm_epsilon,
+                  activation=self.activation)
     return config
 
 
@@ -133,4 +155,8 @@ def build_encoder_backbone(preset):
       num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
       dropout=preset["dropout"], token_dropout=preset.get("token_dropout", 0.0),
       conv_kernel_size=preset.get("conv_kernel_size", 0),
-      num_token_types=preset.get("num_token_types", 0), name="backbone")
+      num_token_types=preset.get("num_token_types", 0),
+      normalize_first=preset.get("normalize_first", True),
+      embedding_norm=preset.get("embedding_norm", False),
+      layer_norm_epsilon=preset.get("layer_norm_epsilon", 1e-5),
+      activation=preset.get("activation", "gelu"), name="backbone")

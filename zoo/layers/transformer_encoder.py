@@ -1,11 +1,16 @@
-"""A pre-LayerNorm transformer encoder block with every dropout drawn by
-HashedDropout:
+"""A transformer encoder block with every dropout drawn by HashedDropout.
+Pre-LayerNorm (normalize_first=True, our models):
 
     x = x + dropout(attention(norm(x)))
     x = x + dropout(mlp_out(activation(mlp_in(norm(x)))))
 
-It computes exactly what keras_hub's TransformerEncoder with
-normalize_first=True computes (same sublayers, shapes, initializer clones,
+or post-LayerNorm (normalize_first=False, BERT and DistilBERT):
+
+    x = norm(x + dropout(attention(x)))
+    x = norm(x + dropout(mlp_out(activation(mlp_in(x)))))
+
+It computes exactly what keras_hub's TransformerEncoder with the same
+normalize_first computes (same sublayers, shapes, initializer clones,
 epsilon and op order), so a model built with it after
 `keras.utils.set_random_seed` starts from the same weights and gives the
 same outputs, bit for bit. As there, the sublayers are created in build(),
@@ -30,8 +35,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
   def __init__(self, intermediate_dim, num_heads, dropout=0.0,
                activation="relu", layer_norm_epsilon=1e-5,
                kernel_initializer="glorot_uniform", bias_initializer="zeros",
-               **kwargs):
+               normalize_first=True, **kwargs):
     super().__init__(**kwargs)
+    self.normalize_first = bool(normalize_first)
     self.intermediate_dim = intermediate_dim
     self.num_heads = num_heads
     self.dropout = dropout
@@ -85,6 +91,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
       attention_mask = ops.cast(attention_mask, "bool")  # [B, T, T]
       mask = (attention_mask if mask is None
               else ops.logical_and(mask, attention_mask))
+    if not self.normalize_first:  # post-LayerNorm
+      h = self.attention(x, x, attention_mask=mask, training=training)
+      x = self.attention_norm(
+          self.attention_dropout(h, training=training) + x)  # [B, T, D]
+      h = self.mlp_out(self.mlp_in(x))  # [B, T, F] -> [B, T, D]
+      return self.mlp_norm(self.mlp_dropout(h, training=training) + x)
     h = self.attention_norm(x)  # [B, T, D]
     h = self.attention(h, h, attention_mask=mask, training=training)
     x = self.attention_dropout(h, training=training) + x  # [B, T, D]
@@ -102,5 +114,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         activation=keras.activations.serialize(self.activation),
         layer_norm_epsilon=self.layer_norm_epsilon,
         kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        bias_initializer=keras.initializers.serialize(self.bias_initializer))
+        bias_initializer=keras.initializers.serialize(self.bias_initializer),
+        normalize_first=self.normalize_first)
     return config

@@ -23,8 +23,9 @@ MAX_SEGMENTS = 16
 # length-independent summary); mean_max: both, concatenated ([B, 2D]); cls:
 # the first position; attention: a weighted mean whose weights are a softmax,
 # over the unpadded positions, of a learned score of each position's vector
-# (one Dense(1) more).
-POOLINGS = ("mean", "max", "mean_max", "cls", "attention")
+# (one Dense(1) more); pooler: BERT's, tanh(Dense(D)) of the first position
+# (its weights come from a BERT preset, zoo.pretrained).
+POOLINGS = ("mean", "max", "mean_max", "cls", "attention", "pooler")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -41,6 +42,9 @@ class TextClassifier(TaskModel):
     self.dropout = dropout
     if pooling == "attention":
       self.pooling_score = keras.layers.Dense(1, name="pooling_score")
+    if pooling == "pooler":
+      self.pooler = keras.layers.Dense(backbone.hidden_dim, activation="tanh",
+                                       name="pooler")
     self.head_dropout = HashedDropout(dropout, name="head_dropout")
     self.head = keras.layers.Dense(num_classes, dtype="float32", name="logits")
 
@@ -60,6 +64,8 @@ class TextClassifier(TaskModel):
     (cls: the first position of each row)."""
     if self.pooling == "cls":
       return sequence[:, 0, :]  # [N, D]
+    if self.pooling == "pooler":
+      return self.pooler(sequence[:, 0, :])  # [N, D]
     if self.pooling == "attention":
       return attention_pooling(sequence, mask,
                                self.pooling_score(sequence))  # [N, D]
@@ -96,13 +102,15 @@ class TextClassifier(TaskModel):
     slots = ops.arange(1, MAX_SEGMENTS + 1, dtype="int32")  # [S]
     masks = ops.cast(ops.equal(segment_ids[:, None, :], slots[None, :, None]),
                      "int32")  # [R, S, L]
-    if self.pooling in ("mean", "cls"):  # one batched matmul, no copies
-      if self.pooling == "cls":  # only each segment's first position
+    if self.pooling in ("mean", "cls", "pooler"):  # one batched matmul
+      if self.pooling != "mean":  # only each segment's first position
         first = ops.cast(ops.equal(packed["positions"], 0), "int32")  # [R, L]
         masks = masks * first[:, None, :]  # [R, S, L]
       weights = ops.cast(masks, sequence.dtype)  # [R, S, L]
       sums = ops.einsum("rsl,rld->rsd", weights, sequence)  # [R, S, D]
-      return sums / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1.0)
+      pooled = sums / ops.maximum(ops.sum(weights, axis=-1, keepdims=True),
+                                  1.0)  # [R, S, D]
+      return self.pooler(pooled) if self.pooling == "pooler" else pooled
     # One copy of its row per segment, pooled under that segment's mask.
     copies = ops.repeat(sequence, MAX_SEGMENTS, axis=0)  # [R*S, L, D]
     pooled = self._pool(copies, ops.reshape(masks, (-1, length)))  # [R*S, D']
