@@ -7,6 +7,8 @@ One model file to read top to bottom, nanoGPT style. Choices:
     takes a start index, so one decoding step embeds position t alone);
   - token embedding tied to the output projection (keras_hub
     ReversibleEmbedding): fewer parameters, and better at this data size;
+  - GPT-2's own layout, so a keras-hub GPT-2 preset converts into it
+    (zoo.pretrained.gpt2) with activation="gelu_approximate";
   - our own attention with an explicit key/value cache rather than keras_hub's
     TransformerDecoder: its cache update uses `slice_update`, which the
     TensorFlow backend lowers to an XLA-only op that TF Serving cannot run.
@@ -28,6 +30,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from zoo.layers.activations import get_activation
 from zoo.layers.hashed_dropout import HashedDropout
 
 
@@ -147,12 +150,13 @@ class DecoderBlock(keras.layers.Layer):
   """x + attn(norm(x)), then x + mlp(norm(x))."""
 
   def __init__(self, hidden_dim, num_heads, intermediate_dim, dropout=0.0,
-               **kwargs):
+               activation="gelu", **kwargs):
     super().__init__(**kwargs)
     self.hidden_dim = hidden_dim
     self.num_heads = num_heads
     self.intermediate_dim = intermediate_dim
     self.dropout = dropout
+    self.activation = activation
     init = keras.initializers.RandomNormal(stddev=0.02)
     policy = self.dtype_policy
     self.attention_norm = keras.layers.LayerNormalization(
@@ -161,7 +165,8 @@ class DecoderBlock(keras.layers.Layer):
                                          dtype=policy, name="attention")
     self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype=policy,
                                                     name="mlp_norm")
-    self.mlp_in = keras.layers.Dense(intermediate_dim, activation="gelu",
+    self.mlp_in = keras.layers.Dense(intermediate_dim,
+                                     activation=get_activation(activation),
                                      kernel_initializer=init, dtype=policy,
                                      name="mlp_in")
     self.mlp_out = keras.layers.Dense(hidden_dim, kernel_initializer=init,
@@ -194,7 +199,8 @@ class DecoderBlock(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads,
-                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+                  activation=self.activation)
     return config
 
 
@@ -203,8 +209,10 @@ class DecoderBackbone(keras.Model):
   """int[B, T] token ids -> float[B, T, D]; position t depends on ids[:, :t+1]."""
 
   def __init__(self, vocabulary_size, sequence_length, hidden_dim, num_layers,
-               num_heads, intermediate_dim, dropout=0.0, **kwargs):
+               num_heads, intermediate_dim, dropout=0.0, activation="gelu",
+               **kwargs):
     super().__init__(**kwargs)
+    self.activation = activation
     self.vocabulary_size = vocabulary_size
     self.sequence_length = sequence_length
     self.hidden_dim = hidden_dim
@@ -222,7 +230,8 @@ class DecoderBackbone(keras.Model):
     # One attribute per block (not a list): TF checkpoints track attributes.
     for i in range(num_layers):
       setattr(self, f"block_{i}", DecoderBlock(
-          hidden_dim, num_heads, intermediate_dim, dropout, name=f"block_{i}"))
+          hidden_dim, num_heads, intermediate_dim, dropout,
+          activation=activation, name=f"block_{i}"))
     self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5,
                                                       name="final_norm")
 
@@ -276,7 +285,8 @@ class DecoderBackbone(keras.Model):
                   sequence_length=self.sequence_length,
                   hidden_dim=self.hidden_dim, num_layers=self.num_layers,
                   num_heads=self.num_heads,
-                  intermediate_dim=self.intermediate_dim, dropout=self.dropout)
+                  intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+                  activation=self.activation)
     return config
 
 
@@ -287,4 +297,5 @@ def build_decoder_backbone(preset):
       sequence_length=preset["sequence_length"],
       hidden_dim=preset["hidden_dim"], num_layers=preset["num_layers"],
       num_heads=preset["num_heads"], intermediate_dim=preset["intermediate_dim"],
-      dropout=preset["dropout"], name="backbone")
+      dropout=preset["dropout"], activation=preset.get("activation", "gelu"),
+      name="backbone")

@@ -12,12 +12,13 @@ keras-hub is needed only while a run starts from a preset.
 
 import dataclasses
 
-from zoo.pretrained import wordpiece_encoders
+from zoo.pretrained import gpt2, wordpiece_encoders
 
 # keras-hub backbone class name -> its converter.
 CONVERTERS = {
     "BertBackbone": wordpiece_encoders.BERT,
     "DistilBertBackbone": wordpiece_encoders.DISTIL_BERT,
+    "GPT2Backbone": gpt2.GPT2,
 }
 
 
@@ -71,15 +72,12 @@ def copy_weights(rules, source_model, target_model, reshape=None,
   rules: (source path regex, target path template) pairs; a template may
   use the regex's groups (\\1); a third element (True) marks a rule
   optional: its weights are dropped when the target has no such path (e.g.
-  BERT's pooler under another pooling). Target paths leave out the model's
-  own name. Every source weight must match a rule, and every target weight
-  whose path starts with `required` must be written. reshape(target_path, value) -> value adapts a
-  value (e.g. slicing position embeddings). PresetError says what did not
-  fit; returns the target paths written.
+  BERT's pooler under another pooling). reshape(target_path, value) -> value
+  adapts a value (e.g. slicing position embeddings). See assign_weights.
   """
   import re
-  targets = {w.path.split("/", 1)[-1]: w for w in target_model.weights}
-  written, unmatched = set(), []
+  targets = target_paths(target_model)
+  values, unmatched = {}, []
   for weight in source_model.weights:
     for pattern, template, *optional in rules:
       match = re.fullmatch(pattern, weight.path)
@@ -89,24 +87,36 @@ def copy_weights(rules, source_model, target_model, reshape=None,
     else:
       unmatched.append(weight.path)
       continue
-    if path not in targets and optional:
-      continue  # an optional part the target was built without
-    if path not in targets:
-      raise PresetError(f"preset weight {weight.path} maps to {path}, which "
-                        "the model does not have")
-    value = weight.numpy()
-    if reshape is not None:
-      value = reshape(path, value)
-    target = targets[path]
-    if tuple(value.shape) != tuple(target.shape):
-      raise PresetError(f"preset weight {weight.path} has shape {value.shape}; "
-                        f"{path} has {tuple(target.shape)}")
-    target.assign(value)
-    written.add(path)
+    if path in targets or not optional:
+      value = weight.numpy()
+      values[path] = value if reshape is None else reshape(path, value)
   if unmatched:
     raise PresetError(f"preset weights with no place in the model: {unmatched}")
-  missing = sorted(p for p in targets
-                   if p.startswith(required) and p not in written)
+  return assign_weights(values, target_model, required)
+
+
+def target_paths(model):
+  """{path without the model's own name: variable} of a built zoo model."""
+  return {w.path.split("/", 1)[-1]: w for w in model.weights}
+
+
+def assign_weights(values, model, required="backbone/"):
+  """Assigns {target path: numpy value} to model's weights (paths without
+  the model's own name). Every path must exist with the value's shape, and
+  every weight whose path starts with `required` must be given; PresetError
+  says what did not fit. Returns the paths written."""
+  targets = target_paths(model)
+  for path, value in values.items():
+    if path not in targets:
+      raise PresetError(f"a preset weight maps to {path}, which the model "
+                        "does not have")
+    if tuple(value.shape) != tuple(targets[path].shape):
+      raise PresetError(f"the preset's {path} has shape {value.shape}; the "
+                        f"model's has {tuple(targets[path].shape)}")
+  missing = sorted(p for p in targets if p.startswith(required)
+                   and p not in values)
   if missing:
     raise PresetError(f"model weights the preset does not fill: {missing}")
-  return written
+  for path, value in values.items():
+    targets[path].assign(value)
+  return set(values)
