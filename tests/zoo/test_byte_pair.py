@@ -31,7 +31,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from tests.conftest import REPO_ROOT
 from zoo.tokenizers.byte_pair import (END_OF_TEXT, NEVER_GENERATED, PAD_ID,
-                                      BytePairTokenizer, byte_symbols,
+                                      GPT2LMTokenizer, byte_symbols,
                                       preset_tokenizer_files, read_merges)
 
 VOCAB = 1200
@@ -188,7 +188,7 @@ def files(preset):
 
 @pytest.fixture(scope="module")
 def tokenizer(files):
-  return BytePairTokenizer(*files, sequence_length=LENGTH)
+  return GPT2LMTokenizer(*files, sequence_length=LENGTH)
 
 
 @pytest.fixture(scope="module")
@@ -419,13 +419,13 @@ def test_detokenize_drops_pad_and_unknown_ids_keeps_partial_bytes(tokenizer):
 
 def test_config_round_trip(tokenizer):
   config = tokenizer.get_config()
-  clone = BytePairTokenizer.from_config(config)
+  clone = GPT2LMTokenizer.from_config(config)
   assert clone.get_config() == config
   assert clone.start_id == tokenizer.start_id
   assert clone.vocabulary_size == tokenizer.vocabulary_size
   layer = keras.saving.deserialize_keras_object(
       keras.saving.serialize_keras_object(tokenizer))
-  assert isinstance(layer, BytePairTokenizer)
+  assert isinstance(layer, GPT2LMTokenizer)
   assert not tokenizer.trainable and tokenizer.weights == []
 
 
@@ -438,11 +438,11 @@ def test_runs_in_tf_data(tokenizer):
 
 def test_missing_files_and_bad_merges_raise(files, tmp_path):
   with pytest.raises(FileNotFoundError):
-    BytePairTokenizer(str(tmp_path / "none.json"), files[1], LENGTH)
+    GPT2LMTokenizer(str(tmp_path / "none.json"), files[1], LENGTH)
   bad = tmp_path / "merges.txt"
   bad.write_text("#version: 0.2\nnot_a_token zzz_not\n", encoding="utf-8")
   with pytest.raises(ValueError, match="not in the vocabulary"):
-    BytePairTokenizer(files[0], str(bad), LENGTH)
+    GPT2LMTokenizer(files[0], str(bad), LENGTH)
 
 
 # Export.
@@ -453,7 +453,7 @@ def test_export_loads_in_a_tf1_session_and_tf2_without_the_source_files(
   source.mkdir()
   for path in files:
     shutil.copy(path, source)
-  layer = BytePairTokenizer(str(source / os.path.basename(files[0])),
+  layer = GPT2LMTokenizer(str(source / os.path.basename(files[0])),
                             str(source / os.path.basename(files[1])),
                             sequence_length=LENGTH)
   strings = ["Hello world", "x\n\n  y " + END_OF_TEXT, "", "日本語 👍🏽", "a" * 500]

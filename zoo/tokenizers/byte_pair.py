@@ -156,9 +156,13 @@ def _token_bytes(token, byte_of_symbol):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class BytePairTokenizer(keras.layers.Layer):
+class GPT2LMTokenizer(keras.layers.Layer):
   """string[B] -> int32[B, sequence_length]: start_id, then GPT-2's tokens + 1,
-  0-padded."""
+  0-padded.
+
+  The language-model form (like SentencePieceLMTokenizer): every text is read
+  after `<|endoftext|>` and cut after sequence_length - 1 tokens.
+  """
 
   def __init__(self, vocabulary_file, merges_file, sequence_length, **kwargs):
     kwargs.setdefault("trainable", False)
