@@ -22,6 +22,7 @@ engine thread: text pieces, then one final event with the finish reason
 ("length" or "stop") or an error.
 """
 
+import codecs
 import collections
 import dataclasses
 import logging
@@ -75,6 +76,9 @@ class Request:
     self.last_token_time = None
     self.text = ""  # generated so far
     self.sent = 0  # characters of text already sent
+    # Tokens are bytes (a byte-level BPE token may end inside a character):
+    # bytes of an unfinished UTF-8 character wait for the next token.
+    self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     self.num_tokens = 0
     self.prompt_tokens = 0
 
@@ -299,7 +303,8 @@ class GenerationEngine:
     if count > request.num_tokens:
       request.last_token_time = now
     request.num_tokens = count
-    request.text += out["text"][row].decode("utf-8", errors="replace")
+    request.text += request.utf8.decode(out["text"][row],
+                                        final=bool(out["done"][row]))
     stops = request.settings.stop
     found = [i for i in (request.text.find(s, max(0, request.sent - len(s)))
                          for s in stops) if i >= 0]

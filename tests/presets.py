@@ -14,6 +14,7 @@ import re
 from tests.conftest import REPO_ROOT
 
 RESERVED = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SHAKESPEARE = os.path.join(REPO_ROOT, "data", "tinyshakespeare", "input.txt")
 
 
 def bundled_lines():
@@ -85,3 +86,47 @@ def keras_hub_weights(path):
   import keras_hub
   backbone = keras_hub.models.Backbone.from_preset(path)
   return {w.path: w.numpy() for w in backbone.weights}
+
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+def learn_gpt2_tokenizer(texts, vocabulary_size):
+  """A small GPT-2 tokenizer learned from texts with Hugging Face's
+  `tokenizers` byte-level BPE: (vocabulary {token: id}, merges ["a b"]
+  after a "#version" line, as GPT-2's merges.txt starts). Every byte is a
+  token and <|endoftext|> is the last id, as in GPT-2's own vocabulary."""
+  import json
+  import tokenizers
+  learner = tokenizers.Tokenizer(tokenizers.models.BPE())
+  learner.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(
+      add_prefix_space=False)
+  learner.train_from_iterator(texts, tokenizers.trainers.BpeTrainer(
+      vocab_size=vocabulary_size, special_tokens=[END_OF_TEXT],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+      show_progress=False))
+  model = json.loads(learner.to_str())["model"]
+  merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+  tokens = [t for t in sorted(model["vocab"], key=model["vocab"].get)
+            if t != END_OF_TEXT] + [END_OF_TEXT]
+  return {t: i for i, t in enumerate(tokens)}, ["#version: 0.2"] + merges
+
+
+def make_gpt2_preset(folder, texts, vocabulary_size=400,
+                     max_sequence_length=64, hidden_dim=32, num_layers=2,
+                     num_heads=2, intermediate_dim=64, seed=0):
+  """Writes a tiny GPT-2 preset (backbone and tokenizer) to folder."""
+  import keras
+  import keras_hub
+  vocabulary, merges = learn_gpt2_tokenizer(texts, vocabulary_size)
+  keras.utils.set_random_seed(seed)
+  backbone = keras_hub.models.GPT2Backbone(
+      vocabulary_size=len(vocabulary), num_layers=num_layers,
+      num_heads=num_heads, hidden_dim=hidden_dim,
+      intermediate_dim=intermediate_dim,
+      max_sequence_length=max_sequence_length)
+  path = str(folder)
+  backbone.save_to_preset(path)
+  keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary,
+                                 merges=merges).save_to_preset(path)
+  return path

@@ -12,6 +12,8 @@ every character of the first --vocabulary_sample_lines lines.
 `--tokenizer=sentencepiece` models subwords: a SentencePiece vocabulary of
 --vocabulary_size pieces learned from the same sample, keeping the text
 exactly (whitespace and line breaks included), read after BOS.
+`--init_from_preset` starts from a keras-hub GPT-2 preset: its byte-level
+BPE (zoo.tokenizers.byte_pair), architecture and weights.
 
 The training ids are written to an unlinked file under model_dir
 (language_model_data.TokenFile), so the corpus need not fit in memory.
@@ -27,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainers import language_model_data as data
+from trainers import presets
 from trainers.config import preset_architecture
 from trainers.data_files import BadRows, expand_files, read_text_chunks
 from trainers.errors import UserError
@@ -43,6 +46,13 @@ DEFAULT_SENTENCEPIECE_SIZE = 4000  # pieces, when --vocabulary_size is 0
 WARMUP_PROMPT_CHARACTERS = 24  # of each warmup prompt, from the training text
 
 
+def warmup_prompts(sample):
+  """The export's warmup inputs: the start of the first non-blank lines."""
+  prompts = [line.rstrip("\n")[:WARMUP_PROMPT_CHARACTERS]
+             for line in sample if line.strip()][:WARMUP_EXAMPLES]
+  return {"prompt": prompts}
+
+
 class LanguageModelTask(Task):
   """Everything task-specific the training loop needs for a causal LM."""
 
@@ -51,6 +61,7 @@ class LanguageModelTask(Task):
   primary_metric = "loss"
   higher_is_better = False
   train_files_help = "the text to train on (.txt, or a table's --text_column)"
+  supports_init_from_preset = True  # GPT-2 (zoo.pretrained.gpt2)
 
   def __init__(self, config):
     super().__init__(config)
@@ -113,8 +124,12 @@ class LanguageModelTask(Task):
 
   def num_train_examples(self):
     """Training windows in one pass over the text (for --epochs)."""
-    length = preset_architecture(self.family, self.config.preset,
-                                 self.config.model_overrides)["sequence_length"]
+    if self.model_config:
+      length = self.model_config["architecture"]["sequence_length"]
+    else:
+      length = preset_architecture(
+          self.family, self.config.preset,
+          self.config.model_overrides)["sequence_length"]
     return max(1, self._boundary() // length)
 
   def data_report(self):
@@ -124,12 +139,14 @@ class LanguageModelTask(Task):
   def new_model_config(self, model_dir):
     if self.config.init_checkpoint:
       raise UserError("--init_checkpoint is not supported for language models")
+    sample = list(itertools.islice(self._pieces(train=True),
+                                   self.config.vocabulary_sample_lines))
+    if self.config.init_from_preset:
+      return self._preset_model_config(model_dir, sample)
     architecture = preset_architecture(self.family, self.config.preset,
                                        self.config.model_overrides)
     if architecture["sequence_length"] < 2:
       raise UserError("a language model needs sequence_length >= 2")
-    sample = list(itertools.islice(self._pieces(train=True),
-                                   self.config.vocabulary_sample_lines))
     tokenizer, vocabulary_file = TOKENIZERS[self.tokenizer_name]
     model_config = {"family": self.family, "task": self.name,
                     "preset": self.config.preset,
@@ -152,10 +169,21 @@ class LanguageModelTask(Task):
             f"--train_files={self.config.train_files} ({e}); pass a smaller "
             "--vocabulary_size") from None
       architecture["vocabulary_size"] = size
-    prompts = [line.rstrip("\n")[:WARMUP_PROMPT_CHARACTERS]
-               for line in sample if line.strip()][:WARMUP_EXAMPLES]
-    model_config["warmup_examples"] = {"prompt": prompts}
+    model_config["warmup_examples"] = warmup_prompts(sample)
     return model_config
+
+  def _preset_model_config(self, model_dir, sample):
+    """The model config of a run from --init_from_preset (GPT-2): the
+    preset's architecture, byte-level BPE tokenizer and end token."""
+    if self.config.tokenizer or self.config.vocabulary_size:
+      raise UserError("--init_from_preset brings its own tokenizer: leave "
+                      "--tokenizer and --vocabulary_size unset")
+    preset = presets.open_preset(self.config.init_from_preset, self.family)
+    architecture, entries = presets.preset_model_config(
+        preset, self.config.model_overrides, model_dir, None)
+    return dict(entries, family=self.family, task=self.name,
+                preset=preset.class_name, architecture=architecture,
+                warmup_examples=warmup_prompts(sample))
 
   def train_dataset(self, tokenizer, global_batch_size, skip_batches,
                     num_replicas=1, shard=None):

@@ -27,9 +27,9 @@ def open_preset(source, family, load_weights=False):
     choices = sorted(name for name, converter in pretrained.CONVERTERS.items()
                      if converter.family == family)
     raise UserError(
-        f"--init_from_preset={source} is a {preset.class_name} (a "
-        f"{preset.converter.family}); this task needs an {family} preset: "
-        f"one of {choices}")
+        f"--init_from_preset={source} is a {preset.class_name} (the "
+        f"{preset.converter.family} family); this task needs a {family} "
+        f"preset: one of {choices}")
   return preset
 
 

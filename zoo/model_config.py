@@ -16,6 +16,8 @@ need the trainer's flags. Keys:
   tokenizer_options: keyword arguments of that tokenizer (e.g. lower_case)
   pretrained: where a model from a keras-hub preset came from
     (zoo.pretrained.Preset.describe)
+  merges_file: the BPE merges next to vocabulary_file (byte_pair)
+  end_id: the token that ends generation (decoders; absent = none)
   label_values: the labels as the data writes them, in id order
   warmup_examples: {input name: [strings]}, from the training data
   start_text: the character every text is read after (decoders)
@@ -27,7 +29,7 @@ from zoo.tasks.causal_lm import build_causal_lm
 from zoo.tasks.masked_lm import build_masked_lm
 from zoo.tasks.text_classifier import build_text_classifier
 from zoo.tasks.translator import build_translator
-from zoo.tokenizers import characters, sentencepiece
+from zoo.tokenizers import byte_pair, characters, sentencepiece
 from zoo.tokenizers.sentencepiece import (SentencePieceLMTokenizer,
                                           SentencePieceTokenizer)
 from zoo.tokenizers.preset_wordpiece import PresetWordPieceTokenizer
@@ -50,7 +52,8 @@ def _encoder_model(model_config):
 def _decoder_model(model_config):
   tokenizer = model_config.get("tokenizer") or "characters"
   return build_causal_lm(model_config["architecture"],
-                         suppressed_ids=NEVER_GENERATED[tokenizer])
+                         suppressed_ids=NEVER_GENERATED[tokenizer],
+                         end_id=model_config.get("end_id"))
 
 
 def _wordpiece(model_config, path, length):
@@ -61,6 +64,12 @@ def _preset_wordpiece(model_config, path, length):
   return PresetWordPieceTokenizer(path, sequence_length=length,
                                   name="tokenizer",
                                   **model_config.get("tokenizer_options", {}))
+
+
+def _byte_pair(model_config, path, length):
+  merges = os.path.join(os.path.dirname(path), model_config["merges_file"])
+  return byte_pair.GPT2LMTokenizer(path, merges, sequence_length=length,
+                                   end_of_text_as_text=False, name="tokenizer")
 
 
 def _characters(model_config, path, length):
@@ -87,11 +96,12 @@ FAMILIES = {
                 ("source_ids", "target_ids")),
 }
 TOKENIZERS = {"wordpiece": _wordpiece, "preset_wordpiece": _preset_wordpiece,
-              "characters": _characters,
+              "byte_pair": _byte_pair, "characters": _characters,
               "sentencepiece": _sentencepiece,
               "sentencepiece_lm": _sentencepiece_lm}
 # Ids a language model over each tokenizer never generates.
 NEVER_GENERATED = {"characters": characters.NEVER_GENERATED,
+                   "byte_pair": byte_pair.NEVER_GENERATED,
                    "sentencepiece_lm": sentencepiece.NEVER_GENERATED}
 
 

@@ -157,8 +157,11 @@ def test_fine_tune_distil_bert_on_pairs_and_serve(tmp_path, sst2_subset,
     (dict(model_overrides="hidden_dim=64"), "cannot change"),
     (dict(model_overrides="sequence_length=65"), "must be 2..64"),
     (dict(vocabulary_size=100), "brings its own vocabulary"),
-    (dict(task="language_model", train_files="x.txt",
-          eval_files=""), "not supported by --task=language_model"),
+    (dict(task="language_model", train_files=presets.SHAKESPEARE,
+          eval_files="", model_overrides=""),
+     r"is a BertBackbone \(the encoder family\); this task needs a decoder "
+     r"preset: one of \['GPT2Backbone'\]"),
+    (dict(task="translation"), "not supported by --task=translation"),
 ])
 def test_bad_preset_runs_are_user_errors(tmp_path, sst2_subset, vocabulary,
                                          overrides, message):
@@ -170,3 +173,65 @@ def test_bad_preset_runs_are_user_errors(tmp_path, sst2_subset, vocabulary,
 def test_a_missing_preset_is_a_user_error(tmp_path, sst2_subset):
   with pytest.raises(UserError, match="cannot read keras-hub preset"):
     train(tmp_path / "run", sst2_subset, str(tmp_path / "nowhere"))
+
+
+def test_gpt2_preset_serves_keras_hubs_greedy_text(tmp_path, shakespeare_subset):
+  """A GPT-2 preset (lr 0: the preset's own weights) exported and served:
+  greedy `generate` over gRPC and the streamed engine both give the text
+  keras-hub's GPT2CausalLM.generate gives after the prompt."""
+  import keras_hub
+  from serving import generation_service, model_server
+  from tests.serving.test_decoder_served import generate_request, outputs
+  lines = presets.bundled_lines()
+  preset = presets.make_gpt2_preset(
+      tmp_path / "gpt2", lines[-40000:] + ["Grüße, 東京 😀 naïve"] * 50)
+  model_dir = tmp_path / "run"
+  train(model_dir, shakespeare_subset, preset, task="language_model",
+        learning_rate=0.0, train_steps=2, eval_every_steps=2,
+        checkpoint_every_steps=2, batch_size=4, model_overrides="")
+  with open(model_dir / "config.json") as f:
+    model_config = json.load(f)["model"]
+  assert model_config["tokenizer"] == "byte_pair"
+  assert model_config["pretrained"]["licence"] == "MIT"
+  export = export_saved_model(ExportConfig(model_dir=str(model_dir),
+                                           export_base=str(tmp_path / "exp")))
+
+  tokenizer = keras_hub.models.GPT2Tokenizer.from_preset(preset)
+  causal_lm = keras_hub.models.GPT2CausalLM(
+      backbone=keras_hub.models.GPT2Backbone.from_preset(preset),
+      preprocessor=keras_hub.models.GPT2CausalLMPreprocessor(
+          tokenizer, sequence_length=64))
+  causal_lm.compile(sampler="greedy")
+  prompts = ["ROMEO:", "The king said", "Grüße 東", ""]
+  new_tokens = 12
+  expected = []
+  for prompt in prompts:
+    length = 1 + len(tokenizer(prompt)) + new_tokens  # start + prompt + new
+    expected.append(causal_lm.generate(prompt, max_length=length))
+
+  base = tmp_path / "served" / "gpt2"
+  shutil.copytree(export, base / "1")
+  server = model_server.ModelServer(model_server.ServerOptions(
+      port=0, rest_api_port=-1, model_name="gpt2", model_base_path=str(base),
+      file_system_poll_wait_seconds=0.2, enable_model_warmup=True,
+      generation_slots=2)).start()
+  try:
+    assert server.manager.wait_until_available(120)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = generate_request(prompts, [new_tokens] * len(prompts),
+                               [0.0] * len(prompts), [0] * len(prompts),
+                               [1.0] * len(prompts), [0] * len(prompts))
+    request.model_spec.name = "gpt2"
+    texts = [t.decode("utf-8", errors="replace")
+             for t in outputs(stub.Predict(request, timeout=60))["text"]]
+    assert [p + t for p, t in zip(prompts, texts)] == expected
+    stream = generation_service.stub(channel)
+    for prompt, text in zip(prompts, texts):
+      request = generation_service.GenerateRequest(
+          prompt=prompt, max_new_tokens=new_tokens)
+      request.model_spec.name = "gpt2"
+      pieces = [m.text for m in stream(request, timeout=60)]
+      assert "".join(pieces) == text
+  finally:
+    server.stop(grace=0)

@@ -53,7 +53,8 @@ class GPT2Converter:
     with open(os.path.join(model_dir, MERGES_FILE), "w", encoding="utf-8") as f:
       f.write("\n".join(tokenizer.merges) + "\n")
     return {"vocabulary_file": VOCABULARY_FILE, "merges_file": MERGES_FILE,
-            "tokenizer": "byte_pair"}
+            "tokenizer": "byte_pair",
+            "end_id": int(tokenizer.end_token_id) + 1}  # <|endoftext|>
 
   def copy_weights(self, backbone, model, sequence_length):
     """Fills a built zoo CausalLanguageModel with the preset's weights."""

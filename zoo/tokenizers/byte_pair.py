@@ -164,7 +164,8 @@ class GPT2LMTokenizer(keras.layers.Layer):
   after `<|endoftext|>` and cut after sequence_length - 1 tokens.
   """
 
-  def __init__(self, vocabulary_file, merges_file, sequence_length, **kwargs):
+  def __init__(self, vocabulary_file, merges_file, sequence_length,
+               end_of_text_as_text=True, **kwargs):
     kwargs.setdefault("trainable", False)
     kwargs.setdefault("dtype", "int32")
     super().__init__(**kwargs)
@@ -174,6 +175,9 @@ class GPT2LMTokenizer(keras.layers.Layer):
     self.vocabulary_file = os.fspath(vocabulary_file)
     self.merges_file = os.fspath(merges_file)
     self.sequence_length = int(sequence_length)
+    # False: detokenize drops <|endoftext|>, the start and end marker of a
+    # language model's text (as keras-hub's GPT2CausalLM.generate does).
+    self.end_of_text_as_text = bool(end_of_text_as_text)
     tokens = read_vocabulary(self.vocabulary_file)
     gpt2_id = {token: i for i, token in enumerate(tokens)}
     if END_OF_TEXT not in gpt2_id:
@@ -308,10 +312,13 @@ class GPT2LMTokenizer(keras.layers.Layer):
 
   def detokenize(self, ids):
     """int[B, T] (or ragged) -> string[B]: the tokens' bytes joined; PAD and
-    ids outside the vocabulary are dropped, `<|endoftext|>` is kept as text."""
+    ids outside the vocabulary are dropped, `<|endoftext|>` is kept as text
+    unless end_of_text_as_text is False."""
     if isinstance(ids, tf.RaggedTensor):
       ids = ids.to_tensor(default_value=PAD_ID)
     ids = tf.cast(ids, tf.int64)  # [B, T]
+    if not self.end_of_text_as_text:
+      ids = tf.where(ids == self.start_id, tf.cast(PAD_ID, tf.int64), ids)
     return tf.strings.reduce_join(self._bytes.lookup(ids), axis=-1)  # [B]
 
   def compute_output_shape(self, input_shape):
@@ -321,5 +328,6 @@ class GPT2LMTokenizer(keras.layers.Layer):
     config = super().get_config()
     config.update(vocabulary_file=self.vocabulary_file,
                   merges_file=self.merges_file,
-                  sequence_length=self.sequence_length)
+                  sequence_length=self.sequence_length,
+                  end_of_text_as_text=self.end_of_text_as_text)
     return config
