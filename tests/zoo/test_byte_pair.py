@@ -27,9 +27,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders, models, pre_tokenizers
 
 from tests.conftest import REPO_ROOT
+from tests.presets import learn_gpt2_tokenizer
 from zoo.tokenizers.byte_pair import (END_OF_TEXT, NEVER_GENERATED, PAD_ID,
                                       GPT2LMTokenizer, byte_symbols,
                                       preset_tokenizer_files, read_merges)
@@ -64,23 +65,6 @@ def sst2(split, rows):
 def multi30k(name, rows=None):
   with gzip.open(data_path("multi30k", f"{name}.gz"), "rt", encoding="utf-8") as f:
     return [line.rstrip("\n") for line in itertools.islice(f, rows)]
-
-
-def learn_gpt2_tokenizer(texts, vocabulary_size):
-  """A small GPT-2 tokenizer: (vocabulary {token: id}, merges ["a b"] after a
-  "#version" line, as GPT-2's merges.txt starts). Every byte is a token and
-  `<|endoftext|>` is the last id, as in GPT-2's own vocabulary."""
-  learner = tokenizers.Tokenizer(models.BPE())
-  learner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  learner.train_from_iterator(texts, trainers.BpeTrainer(
-      vocab_size=vocabulary_size, special_tokens=[END_OF_TEXT],
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-      show_progress=False))
-  model = json.loads(learner.to_str())["model"]
-  merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-  tokens = [t for t in sorted(model["vocab"], key=model["vocab"].get)
-            if t != END_OF_TEXT] + [END_OF_TEXT]
-  return {t: i for i, t in enumerate(tokens)}, ["#version: 0.2"] + merges
 
 
 def gpt2_reference(vocabulary_file, merges_file):
