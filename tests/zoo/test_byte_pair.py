@@ -151,6 +151,19 @@ def as_lists(ragged):
 
 # Fixtures.
 
+def batched_graph(tokenize):
+  """tokenize (string[B] -> ragged ids) as a graph function over batches of
+  BATCH strings; returns Python lists of ids."""
+  fn = tf.function(tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+
+  def run(strings):
+    out = []
+    for i in range(0, len(strings), BATCH):
+      out += as_lists(fn(tf.constant(strings[i:i + BATCH])))
+    return out
+  return run
+
+
 @pytest.fixture(scope="module")
 def preset(tmp_path_factory):
   lines = shakespeare()
@@ -179,15 +192,7 @@ def tokenizer(files):
 def tokenize(tokenizer):
   """The layer's tokenize as a graph function (how tf.data and exports run
   it); Python lists of ids."""
-  fn = tf.function(tokenizer.tokenize,
-                   input_signature=[tf.TensorSpec([None], tf.string)])
-
-  def run(strings):
-    out = []
-    for i in range(0, len(strings), BATCH):
-      out += as_lists(fn(tf.constant(strings[i:i + BATCH])))
-    return out
-  return run
+  return batched_graph(tokenizer.tokenize)
 
 
 @pytest.fixture(scope="module")
@@ -200,15 +205,7 @@ def keras_hub_tf_path(files):
   """keras-hub's GPT2Tokenizer on the preset's files (what from_preset loads
   into it), on its TensorFlow path (inside tf.function)."""
   hub = keras_hub.models.GPT2Tokenizer(vocabulary=files[0], merges=files[1])
-  fn = tf.function(hub.tokenize,
-                   input_signature=[tf.TensorSpec([None], tf.string)])
-
-  def run(strings):
-    out = []
-    for i in range(0, len(strings), BATCH):
-      out += as_lists(fn(tf.constant(strings[i:i + BATCH])))
-    return out
-  return run
+  return batched_graph(hub.tokenize)
 
 
 @pytest.fixture(scope="module")
