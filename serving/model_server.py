@@ -134,6 +134,14 @@ class ModelServer:
     self.tls = tls_lib.read_ssl_config(options.ssl_config_file)
     batching = (config_lib.read_batching_options(options.batching_parameters_file)
                 if options.enable_batching else None)
+    if batching is not None and options.grpc_max_threads < batching.max_batch_size:
+      # Each gRPC request holds a server thread while it waits in the batch
+      # queue, so at most grpc_max_threads requests can be in one batch.
+      log.warning("--grpc_max_threads=%d is below the batching max_batch_size "
+                  "of %d: gRPC batches hold at most %d requests (one server "
+                  "thread each); raise --grpc_max_threads to fill them",
+                  options.grpc_max_threads, batching.max_batch_size,
+                  options.grpc_max_threads)
     if options.enable_per_model_batching_parameters and not options.enable_batching:
       log.warning("--enable_per_model_batching_parameters has no effect without "
                   "--enable_batching (as in TF Serving)")

@@ -119,3 +119,27 @@ def test_per_model_batching_parameters(tmp_path):
   options = config_lib.read_version_batching_options(str(tmp_path), common)
   assert (options.max_batch_size, options.batch_timeout_micros) == (4, 100)
   assert options.num_batch_threads == 3  # Threads come from the global config.
+
+
+def test_too_few_grpc_threads_for_the_batch_size_is_warned(tmp_path, caplog):
+  # Each waiting gRPC request holds a server thread, so --grpc_max_threads
+  # below max_batch_size caps every gRPC batch: the server says so.
+  batching = tmp_path / "batching.config"
+  batching.write_text("max_batch_size { value: 32 }")
+  (tmp_path / "m").mkdir()
+
+  def start(threads):
+    caplog.clear()
+    server = model_server.ModelServer(model_server.ServerOptions(
+        port=0, rest_api_port=0, model_name="m",
+        model_base_path=str(tmp_path / "m"), enable_batching=True,
+        batching_parameters_file=str(batching), grpc_max_threads=threads))
+    server.stop(grace=0)
+    return [r.getMessage() for r in caplog.records
+            if "grpc_max_threads" in r.getMessage()]
+
+  assert start(8) == ["--grpc_max_threads=8 is below the batching "
+                      "max_batch_size of 32: gRPC batches hold at most 8 "
+                      "requests (one server thread each); raise "
+                      "--grpc_max_threads to fill them"]
+  assert start(32) == []
