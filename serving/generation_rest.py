@@ -8,18 +8,27 @@
               "finish_reason": null}
        the last one with "finish_reason" "length" or "stop".
 
-Errors before the first event are TF Serving's REST errors (HTTP status and
-{"error": message}); after it, an `event: error` with {"error", "code"} ends
-the stream. A client that goes away cancels its request: the connection is
-watched while waiting for tokens, so its slot is freed before the next step.
-The OpenAI-compatible routes live in serving/openai_api.py; both answer on
-the event loop and never hold a REST pool thread while streaming.
+The headers go out with the first event, so an error before it (bad
+settings, a full queue, a deadline passed while waiting for a slot) is TF
+Serving's REST error (HTTP status and {"error": message}); after it, an
+`event: error` with {"error", "code"} ends the stream. The request's deadline
+is TF Serving's one REST timeout, --rest_api_timeout_in_ms from the request's
+start (<= 0: none), given to the engine as the gRPC service gives a call's
+(the engine frees the slot or queue place before its next step once it has
+passed); the route also ends the answer when it passes, even mid-step
+(DEADLINE_EXCEEDED: HTTP 504 before the first event). A client that goes
+away cancels its request: the connection is watched while waiting for
+tokens, so its slot is freed before the next step. The OpenAI-compatible
+routes live in serving/openai_api.py; both answer on the event loop and
+never hold a REST pool thread while streaming.
 """
 
 import asyncio
 import json
 import re
+import time
 
+import grpc
 from aiohttp import web
 
 from serving import engine as engine_lib
@@ -78,14 +87,27 @@ def connection_lost(request):
   return transport is None or transport.is_closing()
 
 
-async def next_event(stream, request):
-  """The stream's next event; None if the client went away (then cancelled)."""
+def deadline_exceeded():
+  """The error of a request past its deadline (the engine's and gRPC's)."""
+  return errors.ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             "Deadline Exceeded")
+
+
+async def next_event(get, request, deadline):
+  """What `get(timeout)` (a coroutine: the next item, or None once `timeout`
+  seconds have passed) brings next; None if the client went away. Raises
+  DEADLINE_EXCEEDED once `deadline` (a time.monotonic() value or None) has
+  passed, even while items keep coming."""
   while True:
-    event = await stream.aget(POLL_SECONDS)
-    if event is not None:
-      return event
+    wait = POLL_SECONDS
+    if deadline is not None:
+      wait = min(wait, deadline - time.monotonic())
+      if wait <= 0:
+        raise deadline_exceeded()
+    item = await get(wait)
+    if item is not None:
+      return item
     if connection_lost(request):
-      stream.cancel()
       return None
 
 
@@ -102,15 +124,18 @@ async def send_sse(response, obj, event=None):
 
 
 class StreamRoute:
-  """POST ...:generate_stream over a GenerationApi."""
+  """POST ...:generate_stream over a GenerationApi; `timeout_ms` is
+  --rest_api_timeout_in_ms."""
 
-  def __init__(self, api):
+  def __init__(self, api, timeout_ms=30000):
     self._api = api
+    self._timeout_ms = timeout_ms
 
   def matches(self, method, path):
     return method == "POST" and _STREAM_PATH.fullmatch(path) is not None
 
   async def respond(self, request, path, body):
+    deadline = rest_api.deadline_after(self._timeout_ms)
     try:
       spec = rest_api.model_spec_from_path(
           *_STREAM_PATH.fullmatch(path).group(1, 2, 3))
@@ -123,21 +148,30 @@ class StreamRoute:
           top_k=field(obj, "top_k", int, 0),
           top_p=field(obj, "top_p", float, 1.0),
           seed=field(obj, "seed", int, 0), stop=stop_strings(obj.get("stop")))
-      stream = self._api.start(spec, prompt, settings,
+      stream = self._api.start(spec, prompt, settings, deadline,
                                loop=asyncio.get_running_loop())
     except errors.ServingError as e:
-      error_log.request_failed("REST", "generate_stream", e)
-      return web.json_response({"error": e.message}, status=e.http_status)
-    response = await start_sse(request)
+      return _error_response(e)
+    response = None  # the event stream, once the first event is in
     try:
       while True:
-        event = await next_event(stream, request)
-        if event is None:
-          return response
+        try:
+          event = await next_event(stream.aget, request, deadline)
+        except errors.ServingError as e:  # the deadline passed
+          event = engine_lib.Event(error=e)
+        if event is None:  # the client went away
+          stream.cancel()
+          return response or web.Response(status=499)
         if event.error is not None:
+          stream.cancel()  # frees the slot now if the engine has not yet
+          if response is None:
+            return _error_response(event.error)
+          error_log.request_failed("REST", "generate_stream", event.error)
           await send_sse(response, {"error": event.error.message,
                                     "code": event.error.code_name}, "error")
           break
+        if response is None:
+          response = await start_sse(request)
         await send_sse(response, {
             "text": event.text, "num_tokens": event.num_tokens,
             "prompt_tokens": event.prompt_tokens,
@@ -149,3 +183,8 @@ class StreamRoute:
       stream.cancel()
       raise
     return response
+
+
+def _error_response(error):
+  error_log.request_failed("REST", "generate_stream", error)
+  return web.json_response({"error": error.message}, status=error.http_status)

@@ -17,9 +17,15 @@ Answers follow OpenAI's: a `text_completion` object with one choice a prompt
 `data:` chunks of the same object carrying each new piece, the last one of a
 choice with its finish_reason, then `data: [DONE]`. Errors are OpenAI's shape
 {"error": {"message", "type", "param", "code"}} with the HTTP status of the
-gRPC code (400 bad settings, 404 unknown model, 429 full queue); after the
-first chunk an error is a `data: {"error": ...}` chunk. So the official
-`openai` client works unchanged with base_url="http://HOST:PORT/v1".
+gRPC code (serving/errors.py: 400 bad settings, 404 unknown model, 429 full
+queue, 504 past the deadline). A stream's headers go out with its first
+chunk, so an error before it is such an answer too; after it, an error is a
+`data: {"error": ...}` chunk followed by `data: [DONE]` (as vLLM ends a
+stream that fails). The deadline is --rest_api_timeout_in_ms from the
+request's start (<= 0: none), for every prompt of the request: the engine
+frees the slots once it has passed and the answer ends with
+DEADLINE_EXCEEDED. So the official `openai` client works unchanged with
+base_url="http://HOST:PORT/v1".
 """
 
 import asyncio
@@ -34,6 +40,7 @@ from serving import engine as engine_lib
 from serving import error_log
 from serving import errors
 from serving import generation_rest as rest
+from serving import rest_api
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default
 MAX_STOP_STRINGS = 4
@@ -98,11 +105,13 @@ def parse_completion_request(obj):
 
 
 class OpenAiRoutes:
-  """The /v1/models and /v1/completions routes over a GenerationApi."""
+  """The /v1/models and /v1/completions routes over a GenerationApi;
+  `timeout_ms` is --rest_api_timeout_in_ms."""
 
-  def __init__(self, api, manager):
+  def __init__(self, api, manager, timeout_ms=30000):
     self._api = api
     self._manager = manager
+    self._timeout_ms = timeout_ms
 
   def matches(self, method, path):
     if (method, path) == ("GET", "/v1/models"):
@@ -112,22 +121,25 @@ class OpenAiRoutes:
   async def respond(self, request, path, body):
     if path == "/v1/models":
       return web.json_response(self._models())
+    deadline = rest_api.deadline_after(self._timeout_ms)
     try:
       model, prompts, settings, stream, include_usage = (
           parse_completion_request(rest.parse_json_object(body)))
-      streams, merged = self._start(model, prompts, settings)
+      streams, merged = self._start(model, prompts, settings, deadline)
     except errors.ServingError as e:
       error_log.request_failed("REST", "completions", e)
       return error_response(e)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
             "created": int(time.time()), "model": model,
             "system_fingerprint": None}
+    events = self._events(request, streams, merged, deadline)
     try:
       if stream:
-        return await self._stream(request, head, streams, merged,
+        return await self._stream(request, head, events, len(streams),
                                   include_usage)
-      return await self._complete(request, head, streams, merged)
+      return await self._complete(head, events, len(streams))
     finally:
+      await events.aclose()
       for s in streams:
         s.cancel()  # a no-op for finished ones
 
@@ -143,7 +155,7 @@ class OpenAiRoutes:
                      "owned_by": "zoo"})
     return {"object": "list", "data": data}
 
-  def _start(self, model, prompts, settings):
+  def _start(self, model, prompts, settings, deadline):
     """(streams, the asyncio.Queue of their (index, event)s)."""
     streams = []
     merged = asyncio.Queue()
@@ -151,35 +163,40 @@ class OpenAiRoutes:
     try:
       for index, prompt in enumerate(prompts):
         streams.append(self._api.start(model_pb2.ModelSpec(name=model),
-                                       prompt, settings, loop=loop,
-                                       sink=merged, tag=index))
+                                       prompt, settings, deadline,
+                                       loop=loop, sink=merged, tag=index))
     except errors.ServingError:
       for s in streams:
         s.cancel()
       raise
     return streams, merged
 
-  async def _events(self, request, streams, merged):
-    """Yields (index, event) as they come, from every stream; returns early
-    if the client goes away (the caller then cancels the streams)."""
+  async def _events(self, request, streams, merged, deadline):
+    """Yields (index, event) as they come, from every stream, and (None, an
+    Event with the error) if the deadline passes first; returns early if the
+    client goes away (the caller then cancels the streams)."""
     pending = set(range(len(streams)))
     while pending:
       try:
-        index, event = await asyncio.wait_for(merged.get(), rest.POLL_SECONDS)
-      except asyncio.TimeoutError:
-        if rest.connection_lost(request):
-          return
-        continue
+        item = await rest.next_event(
+            lambda timeout: _get_within(merged, timeout), request, deadline)
+      except errors.ServingError as e:  # the deadline passed
+        yield None, engine_lib.Event(error=e)
+        return
+      if item is None:
+        return
+      index, event = item
       if event.error is not None or event.finish_reason:
         pending.discard(index)
       yield index, event
 
-  async def _complete(self, request, head, streams, merged):
-    texts = [""] * len(streams)
-    reasons = [None] * len(streams)
-    usage = [(0, 0)] * len(streams)
-    async for index, event in self._events(request, streams, merged):
+  async def _complete(self, head, events, count):
+    texts = [""] * count
+    reasons = [None] * count
+    usage = [(0, 0)] * count
+    async for index, event in events:
       if event.error is not None:
+        error_log.request_failed("REST", "completions", event.error)
         return error_response(event.error)
       texts[index] += event.text
       reasons[index] = event.finish_reason
@@ -189,30 +206,47 @@ class OpenAiRoutes:
     return web.json_response(dict(head, choices=choices,
                                   usage=_usage(usage)))
 
-  async def _stream(self, request, head, streams, merged, include_usage):
-    response = await rest.start_sse(request)
-    usage = [(0, 0)] * len(streams)
+  async def _stream(self, request, head, events, count, include_usage):
+    response = None  # the event stream, once the first chunk is ready
+    usage = [(0, 0)] * count
     extra = {"usage": None} if include_usage else {}
     finished = 0
+    failure = None
     try:
-      async for index, event in self._events(request, streams, merged):
+      async for index, event in events:
         if event.error is not None:
-          await rest.send_sse(response, error_body(event.error)[1])
+          failure = event.error
           break
+        if response is None:
+          response = await rest.start_sse(request)
         usage[index] = (event.prompt_tokens, event.num_tokens)
         finished += bool(event.finish_reason)
         await rest.send_sse(response, dict(head, choices=[{
             "text": event.text, "index": index, "logprobs": None,
             "finish_reason": event.finish_reason}], **extra))
-      if finished == len(streams):
-        if include_usage:
-          await rest.send_sse(response, dict(head, choices=[],
-                                             usage=_usage(usage)))
-        await response.write(b"data: [DONE]\n\n")
+      if failure is not None:
+        error_log.request_failed("REST", "completions", failure)
+        if response is None:
+          return error_response(failure)
+        await rest.send_sse(response, error_body(failure)[1])
+      elif finished < count:  # the client went away
+        return response or web.Response(status=499)
+      elif include_usage:
+        await rest.send_sse(response, dict(head, choices=[],
+                                           usage=_usage(usage)))
+      await response.write(b"data: [DONE]\n\n")
       await response.write_eof()
     except ConnectionError:  # the client went away; the streams are cancelled
       pass
-    return response
+    return response or web.Response(status=499)
+
+
+async def _get_within(queue, timeout):
+  """The next item of an asyncio.Queue; None after `timeout` seconds."""
+  try:
+    return await asyncio.wait_for(queue.get(), timeout)
+  except asyncio.TimeoutError:
+    return None
 
 
 def _usage(pairs):

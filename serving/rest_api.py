@@ -31,6 +31,13 @@ _STATUS_PATH = re.compile(
 _INT64_MAX = 2**63 - 1
 
 
+def deadline_after(timeout_ms):
+  """The time.monotonic() deadline of a REST request that starts now, from
+  --rest_api_timeout_in_ms (TF Serving's one timeout for every REST call);
+  None (no deadline) for a value <= 0, as in TF Serving."""
+  return time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else None
+
+
 def model_spec_from_path(name, version, label):
   """ModelSpec for the name/version/label parts of a REST path."""
   spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name or ""))
@@ -62,7 +69,7 @@ class RestHandler:
       return 500, {"error": errors.echo(f"{type(e).__name__}: {e}", 1024)}
 
   def _deadline(self):
-    return time.monotonic() + self._timeout_ms / 1000 if self._timeout_ms > 0 else None
+    return deadline_after(self._timeout_ms)
 
   def _dispatch(self, method, path, body):
     malformed = errors.invalid_argument(
