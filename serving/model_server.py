@@ -223,8 +223,11 @@ class ModelServer:
           handler, self.options.host, self._rest_port_to_bind(), self.metrics,
           self.metrics_path, self._http_options(),
           ssl_context=self.tls.ssl_context() if self.tls else None,
-          routes=(generation_rest.StreamRoute(self.generation_api),
-                  openai_api.OpenAiRoutes(self.generation_api, self.manager)))
+          routes=(generation_rest.StreamRoute(
+                      self.generation_api, self.options.rest_api_timeout_in_ms),
+                  openai_api.OpenAiRoutes(
+                      self.generation_api, self.manager,
+                      self.options.rest_api_timeout_in_ms)))
       self.rest_port = self._rest.start()
       log.info("Exporting HTTP%s/REST API at:%s:%d ...", "S" if self.tls else "",
                self.options.host, self.rest_port)
