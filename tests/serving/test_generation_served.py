@@ -113,8 +113,9 @@ REQUESTS = [
 ]
 
 
-def test_grpc_streams_equal_generate_while_requests_join_and_leave(
-    server, channel):
+def stream_requests(channel):
+  """Streams every REQUESTS entry to model "lm" from CLIENTS threads at
+  once (so requests join and leave a running batch): {index: messages}."""
   call = generation_service.stub(channel)
   results = {}
 
@@ -131,6 +132,12 @@ def test_grpc_streams_equal_generate_while_requests_join_and_leave(
     t.start()
   for t in threads:
     t.join()
+  return results
+
+
+def test_grpc_streams_equal_generate_while_requests_join_and_leave(
+    server, channel):
+  results = stream_requests(channel)
   for i, (prompt, settings) in enumerate(REQUESTS):
     messages = results[i]
     text = "".join(m.text for m in messages)
@@ -511,17 +518,7 @@ def multi_token_channel(exported_lm, tmp_path_factory):
 
 def test_tokens_per_step_streams_equal_generate_in_a_shared_batch(
     channel, multi_token_channel):
-  call = generation_service.stub(multi_token_channel)
-  results = {}
-
-  def client(indices):
-    for i in indices:
-      prompt, settings = REQUESTS[i]
-      results[i] = list(call(stream_request("lm", prompt, **settings),
-                             timeout=60))
-
-  in_threads(*[lambda k=k: client(range(k, len(REQUESTS), CLIENTS))
-               for k in range(CLIENTS)])
+  results = stream_requests(multi_token_channel)
   for i, (prompt, settings) in enumerate(REQUESTS):
     messages = results[i]
     assert "".join(m.text for m in messages) == expected_text(
