@@ -449,6 +449,10 @@ def test_export_loads_in_a_tf1_session_and_tf2_without_the_source_files(
       input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
   export_dir = str(tmp_path / "export")
   archive.write_out(export_dir, verbose=False)
+  # The tables travel as SavedModel assets (written once next to the
+  # vocabulary, read from the export's own assets/).
+  assert sorted(n.split("-")[0] for n in os.listdir(
+      os.path.join(export_dir, "assets"))) == ["merges", "token_bytes"]
   shutil.rmtree(source)  # the export must not need them
 
   with tf.Graph().as_default(), tf.compat.v1.Session() as session:

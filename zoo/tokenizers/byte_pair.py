@@ -43,19 +43,16 @@ A byte-level token can end inside a multi-byte character; its bytes are
 returned as they are (possibly invalid UTF-8, never an error), so the text
 pieces of consecutive tokens add up to the text of the whole.
 
-Storage: the vocabulary and merges travel inside the SavedModel as the
-contents of two StaticHashTables initialised from in-memory tensors
-(KeyValueTensorInitializer): the merges (pair of GPT-2 ids -> rank and
-merged id) and our id -> bytes. SavedModel stores those tensors as
-constants of the tables' initialiser, run once when the model loads
-(also in the TF1 session loader); the export reads no files (checked by
-loading it with the source files deleted) and has no assets/ of its own.
-Why not tables from files (TextFileInitializer): vocabulary.json is JSON,
-which TextFileInitializer cannot read, and the merge table is keyed by
-integer pairs derived from both files, so file-backed tables would mean
-writing derived files somewhere every time the layer is built. With a
-vocabulary of GPT-2's size (50,257 tokens, 50,000 merges) saved_model.pb is
-about 3.7 MB.
+Storage: the layer derives two lookup tables from the vocabulary and
+merges (the merges: pair of GPT-2 ids -> rank and merged id; our id -> the
+token's bytes, base64) and writes them as text files once, next to the
+vocabulary file (`write_tables`; in a run, under model_dir). The tables are
+initialised from those files (TextFileInitializer), so an export carries
+them as SavedModel assets and reads them from its own assets/ (checked by
+loading it with the source files deleted). vocabulary.json itself cannot be
+a table's file (TextFileInitializer reads delimited lines, not JSON), and
+the merge table is keyed by integer pairs derived from both files, hence
+the derived files.
 
 keras-hub 0.32.0's GPT2Tokenizer, for comparison (checked in the tests):
 its TensorFlow path (inside tf.function / tf.data) gives the same ids on the
@@ -69,6 +66,8 @@ passed as a literal string, not a regex) and raises on invalid UTF-8. This
 layer follows GPT-2 in all of these.
 """
 
+import base64
+import hashlib
 import json
 import os
 
@@ -148,6 +147,40 @@ def read_merges(path):
   return merges
 
 
+TABLES_FOLDER = "byte_pair_tables"  # next to the vocabulary file
+
+
+def write_tables(vocabulary_file, merges_file, merge_keys, merge_values,
+                 token_bytes):
+  """Writes the layer's two lookup tables as text files (once per pair of
+  source files; named by a digest of their contents) in TABLES_FOLDER next
+  to vocabulary_file, and returns their paths. merges-*.tsv: "key\tvalue"
+  a line, key = left * n + right and value = rank * n + merged (GPT-2 ids,
+  n tokens); token_bytes-*.tsv: "our id\tbase64 (web-safe) of its bytes".
+  Tables initialised from files make them SavedModel assets, copied into
+  every export, as the other tokenizers' vocabularies are."""
+  digest = hashlib.sha256()
+  for path in (vocabulary_file, merges_file):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      digest.update(f.read())
+  folder = os.path.join(os.path.dirname(vocabulary_file), TABLES_FOLDER)
+  tag = digest.hexdigest()[:16]
+  merges_table = os.path.join(folder, f"merges-{tag}.tsv")
+  bytes_table = os.path.join(folder, f"token_bytes-{tag}.tsv")
+  tables = ((merges_table, [f"{k}\t{v}" for k, v in zip(merge_keys,
+                                                         merge_values)]),
+            (bytes_table, [f"{i}\t{base64.urlsafe_b64encode(b).decode()}"
+                           for i, b in enumerate(token_bytes, start=1)]))
+  for path, lines in tables:
+    if not tf.io.gfile.exists(path):
+      tf.io.gfile.makedirs(folder)
+      temporary = f"{path}.tmp-{os.getpid()}"
+      with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write("\n".join(lines) + "\n")
+      tf.io.gfile.rename(temporary, path, overwrite=True)
+  return merges_table, bytes_table
+
+
 def _token_bytes(token, byte_of_symbol):
   """A vocabulary token's bytes; characters that stand for no byte (in added
   tokens) are kept as their UTF-8."""
@@ -204,19 +237,20 @@ class GPT2LMTokenizer(keras.layers.Layer):
     keys, first = np.unique(np.array(keys, np.int64), return_index=True)
     self._num_merges = len(values)
     self._no_merge = self._num_merges * len(tokens)  # above every value
-    self._merges = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(keys, tf.int64),  # a repeated merge keeps its first rank
-            tf.constant(np.array(values, np.int64)[first], tf.int64)),
-        default_value=self._no_merge)
     self._byte_ids = np.array([gpt2_id[s] for s in symbols], np.int32)  # [256]
     byte_of_symbol = {s: b for b, s in enumerate(symbols)}
-    self._bytes = tf.lookup.StaticHashTable(  # our id -> bytes; PAD and others ""
-        tf.lookup.KeyValueTensorInitializer(
-            tf.range(1, len(tokens) + 1, dtype=tf.int64),
-            tf.constant([_token_bytes(t, byte_of_symbol) for t in tokens],
-                        tf.string)),
-        default_value="")
+    merges_table, bytes_table = write_tables(
+        self.vocabulary_file, self.merges_file,
+        keys, np.array(values, np.int64)[first],  # a repeated merge: first rank
+        [_token_bytes(t, byte_of_symbol) for t in tokens])
+    self._merges = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            merges_table, tf.int64, 0, tf.int64, 1, delimiter="\t"),
+        default_value=self._no_merge)
+    self._bytes = tf.lookup.StaticHashTable(  # our id -> base64 of its bytes
+        tf.lookup.TextFileInitializer(
+            bytes_table, tf.int64, 0, tf.string, 1, delimiter="\t"),
+        default_value="")  # PAD and ids outside the vocabulary: no bytes
     self.built = True  # no weights: usable (and exportable) as constructed
 
   def words(self, strings):
@@ -319,7 +353,8 @@ class GPT2LMTokenizer(keras.layers.Layer):
     ids = tf.cast(ids, tf.int64)  # [B, T]
     if not self.end_of_text_as_text:
       ids = tf.where(ids == self.start_id, tf.cast(PAD_ID, tf.int64), ids)
-    return tf.strings.reduce_join(self._bytes.lookup(ids), axis=-1)  # [B]
+    pieces = tf.io.decode_base64(self._bytes.lookup(ids))  # [B, T] bytes
+    return tf.strings.reduce_join(pieces, axis=-1)  # [B]
 
   def compute_output_shape(self, input_shape):
     return tuple(input_shape) + (self.sequence_length,)
