@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from export import engine_signatures
+from export import input_specs
 from export import warmup
 from zoo.decoding.generation import continuation, fit_prompts
 
@@ -86,9 +87,7 @@ def build_archive(model, tokenizer, unused_model_config):
     log_likelihood, count = model.log_likelihood(tokenizer(text))
     return {"log_likelihood": log_likelihood, "num_tokens": count}
 
-  def spec(name, dtype):
-    return tf.TensorSpec([None], dtype, name=name)
-
+  spec = input_specs.batch_vector
   archive.add_endpoint("serving_default", serve,
                        input_signature=[spec("prompt", tf.string)])
   archive.add_endpoint("generate", generate, input_signature=[

@@ -39,6 +39,7 @@ seed, whatever the other slots hold.
 
 import tensorflow as tf
 
+from export import input_specs
 from zoo.decoding import slots as slots_lib
 from zoo.decoding.generation import fit_prompts, validate_settings
 from zoo.decoding.sampling import choose_next, suppress
@@ -197,9 +198,7 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
       return {"token": tf.identity(token), "text": tf.identity(text),
               "done": tf.identity(done), "num_tokens": tf.identity(generated)}
 
-  def spec(name, dtype):
-    return tf.TensorSpec([None], dtype, name=name)
-
+  spec = input_specs.batch_vector
   archive.add_endpoint("engine_init", init,
                        input_signature=[spec("slot", tf.int32)])
   archive.add_endpoint("engine_prefill", prefill, input_signature=[

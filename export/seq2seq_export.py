@@ -21,6 +21,7 @@ source translates like any other. Bad settings give InvalidArgumentError
 import keras
 import tensorflow as tf
 
+from export import input_specs
 from export import warmup
 
 DEFAULT_BEAM_SIZE = 4
@@ -63,9 +64,7 @@ def build_archive(model, tokenizer, unused_model_config):
     return translate_text(model, tokenizer, source, beam_size,
                           max_output_length, length_penalty)
 
-  def spec(name, dtype):
-    return tf.TensorSpec([None], dtype, name=name)
-
+  spec = input_specs.batch_vector
   archive.add_endpoint("serving_default", serve,
                        input_signature=[spec("source", tf.string)])
   archive.add_endpoint("translate", translate, input_signature=[
