@@ -116,22 +116,37 @@ def warmup_logs(model_name, model_config):
   ]
 
 
+# The model config's tokenizer -> (what a token is, what text outside the
+# vocabulary becomes).
+_TOKEN_UNITS = {
+    "characters": ("characters", "characters outside the vocabulary map to "
+                   "[UNK] (never generated)"),
+    "sentencepiece_lm": ("tokens (SentencePiece pieces)", "characters "
+                         "outside the vocabulary map to [UNK] (never "
+                         "generated)"),
+    "byte_pair": ("tokens (GPT-2 byte-level BPE)", "none: every byte is a "
+                  "token; invalid UTF-8 is replaced by U+FFFD"),
+}
+
+
 def limits(model_config):
   context = model_config["architecture"]["sequence_length"]
-  unit = ("characters" if (model_config.get("tokenizer") or "characters") ==
-          "characters" else "tokens (SentencePiece pieces)")
+  tokenizer = model_config.get("tokenizer") or "characters"
+  unit, unknown = _TOKEN_UNITS[tokenizer]
   return {
       "context": context,
-      "tokenizer": model_config.get("tokenizer") or "characters",
+      "tokenizer": tokenizer,
       "max_new_tokens": f"0 to {context - 1}; more is INVALID_ARGUMENT",
       "truncation": f"a prompt keeps its last context - max_new_tokens {unit} "
                     "(counting the start token); score reads the first "
                     f"{context - 1} {unit} of a text",
-      "unknown_text": "characters outside the vocabulary map to [UNK] "
-                      "(never generated)",
+      "unknown_text": unknown,
       "sampling": "temperature 0 = greedy, top_k 0 = no limit, top_p 1 = no "
                   "limit; temperature < 0, top_k < 0 or top_p outside (0, 1] "
                   "is INVALID_ARGUMENT; the same seed gives the same text",
-      "end_token": "none (the model is trained on running text): generation "
-                   "runs to max_new_tokens",
+      "end_token": ("none (the model is trained on running text): generation "
+                    "runs to max_new_tokens"
+                    if model_config.get("end_id") is None else
+                    "generation stops after the end token (id "
+                    f"{model_config['end_id']}), which the text leaves out"),
   }

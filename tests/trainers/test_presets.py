@@ -195,6 +195,10 @@ def test_gpt2_preset_serves_keras_hubs_greedy_text(tmp_path, shakespeare_subset)
   assert model_config["pretrained"]["licence"] == "MIT"
   export = export_saved_model(ExportConfig(model_dir=str(model_dir),
                                            export_base=str(tmp_path / "exp")))
+  with open(os.path.join(export, "assets.extra", "model_card.json")) as f:
+    limits = json.load(f)["limits"]
+  assert "byte-level BPE" in limits["truncation"]
+  assert limits["end_token"].startswith("generation stops after the end token")
 
   tokenizer = keras_hub.models.GPT2Tokenizer.from_preset(preset)
   causal_lm = keras_hub.models.GPT2CausalLM(
