@@ -33,6 +33,8 @@ def define_flags():
   flags.DEFINE_string("slots", "1,8,32", "Slot counts to measure.")
   flags.DEFINE_integer("position", 160, "Position every slot is at.")
   flags.DEFINE_integer("steps", 10, "Calls per timed run.")
+  flags.DEFINE_integer("tokens_per_step", 4, "Tokens each call advances a "
+                       "slot by (the server's --generation_tokens_per_step).")
   flags.DEFINE_integer("repeats", 5, "Timed runs per figure (median).")
   flags.DEFINE_string("output", os.path.join(
       os.path.dirname(__file__), "results", "engine_cache_placement.json"),
@@ -65,10 +67,16 @@ def _export(path):
   return export_dir, preset
 
 
-def _median_ms(fn, steps, repeats):
+def _median_ms(fn, steps, repeats, reset=None):
+  """Median over `repeats` timed runs of ms per call of fn (`steps` calls a
+  run, each run after reset())."""
+  if reset is not None:
+    reset()
   fn()
   times = []
   for _ in range(repeats):
+    if reset is not None:
+      reset()
     start = time.perf_counter()
     for _ in range(steps):
       fn()
@@ -115,18 +123,25 @@ def main(argv):
     for slots in [int(s) for s in FLAGS.slots.split(",")]:
       run("engine_init", {"slot": np.arange(slots, dtype=np.int32)})
       prompt = "x" * (FLAGS.position - 1)
-      run("engine_prefill", {
-          "prompt": np.array([prompt.encode()] * slots, object),
-          "slot": np.arange(slots, dtype=np.int32),
-          "max_new_tokens": np.full([slots], 100, np.int32),
-          "temperature": np.ones([slots], np.float32),
-          "top_k": np.zeros([slots], np.int32),
-          "top_p": np.ones([slots], np.float32),
-          "seed": np.arange(slots, dtype=np.int64)})
-      active = np.ones([slots], bool)
-      # Each timed call advances a position; reset keeps them near --position.
-      variables_ms = _median_ms(lambda: run("engine_step", {"active": active}),
-                                FLAGS.steps, FLAGS.repeats)
+      budget = (FLAGS.steps + 1) * FLAGS.tokens_per_step + 1
+      if FLAGS.position + budget >= preset["sequence_length"]:
+        raise app.UsageError("--position + (--steps + 1) x --tokens_per_step "
+                             "must stay inside the context")
+
+      def prefill():  # every slot back at --position, with tokens to go
+        run("engine_prefill", {
+            "prompt": np.array([prompt.encode()] * slots, object),
+            "slot": np.arange(slots, dtype=np.int32),
+            "max_new_tokens": np.full([slots], budget, np.int32),
+            "temperature": np.ones([slots], np.float32),
+            "top_k": np.zeros([slots], np.int32),
+            "top_p": np.ones([slots], np.float32),
+            "seed": np.arange(slots, dtype=np.int64)})
+
+      step_inputs = {"active": np.ones([slots], bool),
+                     "steps": np.full([slots], FLAGS.tokens_per_step, np.int32)}
+      variables_ms = _median_ms(lambda: run("engine_step", step_inputs),
+                                FLAGS.steps, FLAGS.repeats, reset=prefill)
       graph, feeds, outs, shape = _carry_graph(preset, slots,
                                                 FLAGS.position)
       with tf.compat.v1.Session(graph=graph) as session:
@@ -143,7 +158,8 @@ def main(argv):
       print(rows[-1])
     servable.retire_and_close()
   result = {"benchmark": "engine_cache_placement", "preset": "small",
-            "position": FLAGS.position, "rows": rows,
+            "position": FLAGS.position,
+            "tokens_per_step": FLAGS.tokens_per_step, "rows": rows,
             "environment": environment.describe()}
   os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
   with open(FLAGS.output, "w") as f:

@@ -53,7 +53,7 @@ class EngineState(tf.Module):
 
   def __init__(self, backbone):
     super().__init__(name="engine_state")
-    shape = slots_lib.slot_cache_shape(backbone)  # [T, None, H, Dh]
+    shape = slots_lib.slot_cache_shape(backbone)  # [None, H, T, Dh]
     empty = [d if d is not None else 0 for d in shape]
 
     def variable(name, initial, var_shape):
@@ -113,10 +113,12 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
 
   def init(slot):
     size = tf.shape(slot)[0]
-    shape = tf.stack([context, size] + slots_lib.slot_cache_shape(backbone)[2:])
+    shape = tf.stack([size] + slots_lib.slot_cache_shape(backbone)[1:])
     ops = []
-    for keys, values in state.cache:
-      ops += [keys.assign(tf.zeros(shape)), values.assign(tf.zeros(shape))]
+    for keys, values in state.cache:  # a buffer of its own for each
+      ops += [var.assign(tf.raw_ops.Empty(shape=shape, dtype=var.dtype,
+                                          init=True))
+              for var in (keys, values)]
     for name, var in state.fields().items():
       ops.append(var.assign(tf.zeros([size], state.slot_fields[name])))
     ops.append(state.done.assign(tf.ones([size], tf.bool)))
@@ -172,8 +174,8 @@ def add_engine_endpoints(archive, model, tokenizer, prompt_ids):
 
     def body(i, token, position, generated, done, text):
       live = active & ~done & (i < steps)  # [S]
-      logits = slots_lib.step_logits(backbone, state.cache, token, position,
-                                     live)  # [S, V]
+      logits = slots_lib.step_logits(backbone, state.cache, token,
+                                     position)  # [S, V]
       chosen = _choose(model, logits, s, position + 1)  # [S]
       new = tf.where(live, chosen, PAD_ID)
       generated += tf.cast(live, tf.int32)
