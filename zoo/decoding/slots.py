@@ -22,7 +22,7 @@ scatter or gather ever touches these variables: either one switches
 TensorFlow's variable to copy-on-read (EnsureSparseVariableAccess), after
 which every read would copy the whole cache (the layout before this one
 gathered the filled rows instead, and copied them and their transposes at
-every token: 62.8 ms for a 4-token step at 32 slots, against 25.9 ms now;
+every token: 62.8 ms for a 4-token step at 32 slots, against 40.0 ms now;
 benchmarks/engine_cache_placement.py).
 
 The arithmetic is the backbone's own (call_with_cache for prompts, the
