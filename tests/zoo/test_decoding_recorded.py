@@ -61,9 +61,13 @@ def test_generation_and_beam_search_give_the_recorded_outputs():
       assert actual[name] == expected[name], name
     else:
       assert actual[name]["tokens"] == expected[name]["tokens"], name
+      # Scores are float32 sums of log-probabilities: another CPU's kernels
+      # round their last bits differently (an Intel Xeon against this AMD
+      # EPYC recording: 3.1e-6 relative), so they match to float32
+      # rounding; the tokens must be exactly the recorded ones.
       np.testing.assert_allclose(actual[name]["scores"],
-                                 expected[name]["scores"], atol=1e-5,
-                                 err_msg=name)
+                                 expected[name]["scores"], rtol=2e-5,
+                                 atol=1e-5, err_msg=name)
 
 
 if __name__ == "__main__":
