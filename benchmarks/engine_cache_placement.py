@@ -8,13 +8,15 @@ random weights: step cost does not depend on them) is exported with the
 engine signatures and loaded the way our server and TF Serving load it (a
 TF1 Session, runs by tensor name through TF_SessionRun). Measured per slot
 count S, with every slot at position --position:
-  variables  one `engine_step` (the cache stays in slot-indexed variables,
-             written in place by scatters);
+  variables  one `engine_step` of --tokens_per_step tokens (the cache stays
+             in slot-indexed variables, written in place:
+             zoo/decoding/slots.py);
   carried    what a step whose cache travels through the call adds on top:
              feeding the 2 x blocks cache tensors float[T, S, H, Dh] into a
              session run, one row written in place, and fetching them back
              (the same data movement a cache-in, cache-out step makes).
-Times are medians of --repeats runs of --steps calls. Writes
+Times are medians of --repeats runs of --steps calls, each run after a
+prefill that puts every slot back at --position. Writes
 benchmarks/results/engine_cache_placement.json.
 """
 

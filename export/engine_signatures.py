@@ -26,10 +26,11 @@ pieces with context, e.g. SentencePiece's spaces, still adds up). `done`: the
 slot has its max_new_tokens (or reached the end token or the context); its
 token that call is its last. `num_tokens`: tokens generated so far.
 
-State (the decoder's key/value cache, float[T_max, S, H, Dh] a block and a
-tensor, and each slot's token, position, count and settings) lives in
-variables of the SavedModel, written in place by scatters (why not carried
-through the call: BUILD_NOTES.md, "Engine signatures"). So the signatures are
+State (the decoder's key/value cache, float[S, H, T_max, Dh] a block and a
+tensor, written in place as zoo/decoding/slots.py says, and each slot's
+token, position, count and settings, written by scatters) lives in variables
+of the SavedModel (why not carried through the call: BUILD_NOTES.md, "Engine
+signatures"). So the signatures are
 stateful: one engine at a time drives a loaded model. Prompts are fitted as
 `generate` fits them, settings are validated the same way
 (InvalidArgumentError), and randomness is keyed by (seed, position), so a slot
