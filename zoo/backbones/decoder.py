@@ -56,16 +56,15 @@ def time_major(x):
 
 def write_position(cache, position, new):
   """cache float[T_max, B, H, Dh] with row `position` (scalar) set to new
-  float[B, 1, H, Dh], written into the cache's own buffer (InplaceUpdate
+  float[B, H, Dh], written into the cache's own buffer (InplaceUpdate
   aliases its input), so a step costs the row, not the cache.
 
   The old `cache` tensor must not be read again, and its buffer must be the
   cache's alone: every cache here comes from empty_cache, from a pad or a
   gather (new outputs), or from an earlier write_position.
   """
-  row = tf.cast(time_major(new), cache.dtype)  # [1, B, H, Dh]
   return tf.raw_ops.InplaceUpdate(x=cache, i=tf.reshape(position, [1]),
-                                  v=row)
+                                  v=tf.cast(new, cache.dtype)[None])
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -120,23 +119,33 @@ class CausalSelfAttention(keras.layers.Layer):
     return self._attend(q, k, v, causal, training), k, v
 
   def call_step(self, x, position, keys, values):
-    """One position for every row: x float[B, 1, D] at `position` (scalar).
+    """step for x float[B, 1, D]: returns (float[B, 1, D], keys, values)."""
+    h, keys, values = self.step(x[:, 0], position, keys, values)
+    return h[:, None], keys, values
+
+  def step(self, x, position, keys, values):
+    """One position for every row: x float[B, D] at `position` (scalar).
 
     keys/values float[T_max, B, H, Dh] hold positions < position; returns
-    (float[B, 1, D], keys, values) with this position written in. Only the
-    filled positions 0..position are read.
+    (float[B, D], keys, values) with this position written in. Only the
+    filled positions 0..position are read, where they lie: the products are
+    elementwise over the time-major rows and summed, so no transpose copies
+    the cache, and every projection is a plain 2-D matmul (few ops a step).
     """
-    q, k, v = self._project(x)  # [B, 1, H, Dh]
+    qkv = tf.reshape(self.qkv(x), [-1, 3, self.num_heads, self.head_dim])
+    q, k, v = tf.unstack(qkv, axis=1)  # [B, H, Dh] each
     keys = write_position(keys, position, k)
     values = write_position(values, position, v)
     filled = position + 1
-    scores = tf.einsum("bshd,tbhd->bhst", q, keys[:filled]) / math.sqrt(
-        self.head_dim)  # [B, H, 1, filled]
-    weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1),
-                      q.dtype)
-    out = tf.einsum("bhst,tbhd->bshd", weights, values[:filled])  # [B,1,H,Dh]
-    out = tf.reshape(out, [tf.shape(q)[0], 1, self.hidden_dim])
-    return self.output_dense(out), keys, values
+    scores = tf.reduce_sum(keys[:filled] * q[None], axis=-1) / math.sqrt(
+        self.head_dim)  # [filled, B, H]
+    scores = tf.cast(scores, tf.float32)
+    scores = tf.exp(scores - tf.reduce_max(scores, axis=0, keepdims=True))
+    weights = tf.cast(scores / tf.reduce_sum(scores, axis=0, keepdims=True),
+                      q.dtype)  # [filled, B, H], softmax over positions
+    out = tf.reduce_sum(weights[..., None] * values[:filled],
+                        axis=0)  # [B, H, Dh]
+    return self.output_dense(tf.reshape(out, [-1, self.hidden_dim])), keys, values
 
   def get_config(self):
     config = super().get_config()
@@ -191,9 +200,10 @@ class DecoderBlock(keras.layers.Layer):
     x = x + self.residual_dropout(h, training=training)
     return self._mlp(x, training), k, v
 
-  def call_step(self, x, position, keys, values):
-    h, keys, values = self.attention.call_step(self.attention_norm(x), position,
-                                               keys, values)
+  def step(self, x, position, keys, values):
+    """One position: x float[B, D] -> (float[B, D], keys, values)."""
+    h, keys, values = self.attention.step(self.attention_norm(x), position,
+                                          keys, values)
     return self._mlp(x + h, training=False), keys, values
 
   def get_config(self):
@@ -262,10 +272,21 @@ class DecoderBackbone(keras.Model):
     `cache` holds every block's (keys, values) float[T_max, B, H, Dh] for
     positions < position; positions >= position are ignored.
     """
-    x = self._embed(token_ids, start_index=position)  # [B, 1, D]
+    hidden, cache = self.step(token_ids[:, 0], position, cache)
+    return hidden[:, None], cache
+
+  def step(self, token_ids, position, cache):
+    """call_step on 2-D tensors: ids int[B] -> (float[B, D], updated cache).
+
+    What the generation loop runs a token: every tensor is [B, ...], so
+    each layer is one op (no reshapes around 3-D matmuls).
+    """
+    table = self.position_embedding.position_embeddings  # [T_max, D]
+    x = self.token_embedding(token_ids)  # [B, D]
+    x = x + tf.gather(tf.convert_to_tensor(table), position)[None]
     new_cache = []
     for block, (keys, values) in zip(self.blocks, cache):
-      x, keys, values = block.call_step(x, position, keys, values)
+      x, keys, values = block.step(x, position, keys, values)
       new_cache.append((keys, values))
     return self.final_norm(x), tuple(new_cache)
 

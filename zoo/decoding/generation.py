@@ -116,9 +116,9 @@ def generate(model, prompt_ids, prompt_lengths, max_new_tokens, temperature,
 
   def next_logits(tokens, position, cache):
     if use_cache:
-      hidden, cache = backbone.call_step(tokens[:, position:position + 1],
-                                         position, cache)  # [B, 1, D]
-      return backbone.logits(hidden)[:, 0], cache  # [B, V]
+      hidden, cache = backbone.step(tokens[:, position], position,
+                                    cache)  # [B, D]
+      return backbone.logits(hidden), cache  # [B, V]
     hidden = backbone(tokens, training=False)  # [B, T, D]
     return tf.gather(backbone.logits(hidden), position, axis=1), cache
 
