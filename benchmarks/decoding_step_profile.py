@@ -3,7 +3,7 @@
   python -m benchmarks.decoding_step_profile
 
 One step is what the exported generation loops run per token: the decoder's
-`call_step` (one position of every row through every block, with the
+`step` (one position of every row through every block, with the
 key/value cache) plus the tied output projection; for the translator,
 `decode_step` with the source's cross-attention memory (computed once per
 search, outside the step) and the output projection. Each step runs as one
@@ -66,13 +66,13 @@ def decoder_rows(context, batches, positions, steps, repeats):
 
   @tf.function
   def step(ids, position, cache):
-    hidden, cache = backbone.call_step(ids, position, cache)
+    hidden, cache = backbone.step(ids, position, cache)  # [B, D]
     return backbone.logits(hidden), cache
 
   rows = []
   for batch in batches:
     cache = backbone.empty_cache(batch)
-    ids = tf.ones([batch, 1], tf.int32)
+    ids = tf.ones([batch], tf.int32)
     for position in positions:
       if position >= context:
         continue
