@@ -5,7 +5,7 @@
 One step is what the exported generation loops run per token: the decoder's
 `step` (one position of every row through every block, with the
 key/value cache) plus the tied output projection; for the translator,
-`decode_step` with the source's cross-attention memory (computed once per
+`step` with the source's cross-attention memory (computed once per
 search, outside the step) and the output projection. Each step runs as one
 tf.function (graph mode, no XLA: what TF Serving runs) on a cache whose
 positions before the step are filled, so its cost is the cost at that
@@ -95,8 +95,8 @@ def seq2seq_rows(batches, positions, steps, repeats, source_length=20):
 
   @tf.function
   def step(ids, position, cache, memory, mask):
-    hidden, cache = backbone.decode_step(ids, position, cache, memory, mask)
-    return backbone.logits(hidden), cache
+    hidden, cache = backbone.step(ids, position, cache, memory, mask)
+    return backbone.logits(hidden), cache  # [B, V]
 
   rows = []
   for batch in batches:
@@ -104,7 +104,7 @@ def seq2seq_rows(batches, positions, steps, repeats, source_length=20):
     source, mask = backbone.encode(source_ids, training=False)
     memory = backbone.cross_attention_memory(source)
     cache = backbone.empty_cache(batch)
-    ids = tf.ones([batch, 1], tf.int32)
+    ids = tf.ones([batch], tf.int32)
     for position in positions:
       ms = step_ms(step, (ids, tf.constant(position), cache, memory, mask),
                    steps, repeats)

@@ -362,3 +362,25 @@ def test_keras_saving_round_trip(model, tmp_path):
   np.testing.assert_array_equal(
       generate(loaded, PROMPTS, max_new_tokens=5)[0],
       generate(model, PROMPTS, max_new_tokens=5)[0])
+
+
+def test_cached_steps_under_mixed_bfloat16_follow_the_full_forward():
+  """The step reads the position table outside a layer call, so it casts it
+  to the compute dtype itself; under a mixed policy the cached logits stay
+  within bfloat16 rounding of the full forward pass."""
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    keras.utils.set_random_seed(0)
+    model = build_causal_lm(PRESET, suppressed_ids=SUPPRESSED)
+    ids = tf.constant(random_ids(2, CONTEXT, seed=3))
+    full = np.asarray(model(ids), np.float32)  # [2, T, V]
+    backbone = model.backbone
+    cache = backbone.empty_cache(2, tf.bfloat16)
+    for position in range(CONTEXT):
+      hidden, cache = backbone.step(ids[:, position], position, cache)
+      assert hidden.dtype == tf.bfloat16
+      got = np.asarray(tf.cast(backbone.logits(hidden), tf.float32))
+      np.testing.assert_allclose(got, full[:, position], atol=0.01,
+                                 err_msg=position)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")

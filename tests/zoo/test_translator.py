@@ -472,3 +472,30 @@ def test_from_config_round_trip_gives_the_same_logits_and_translations(model):
     got = translate(clone, sources, beam_size=[2, 3], length_penalty=0.6)
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_allclose(got[1], expected[1], atol=1e-6)
+
+
+def test_cached_steps_under_mixed_bfloat16_follow_the_full_forward():
+  """The cross-attention step reads its projection kernels directly, so it
+  casts them to the compute dtype itself; under a mixed policy the cached
+  logits stay within bfloat16 rounding of the full forward pass."""
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    keras.utils.set_random_seed(2)
+    model = build_translator(PRESET)
+    sources = tf.constant(random_sources(2, seed=5))
+    targets = random_targets(2, seed=5)
+    full = np.asarray(model({"source_ids": sources,
+                             "target_ids": tf.constant(targets)}), np.float32)
+    backbone = model.backbone
+    encoded, mask = backbone.encode(sources, training=False)
+    memory = backbone.cross_attention_memory(encoded)
+    cache = backbone.empty_cache(2, tf.bfloat16)
+    for position in range(CONTEXT):
+      hidden, cache = backbone.step(tf.constant(targets[:, position]),
+                                    position, cache, memory, mask)
+      assert hidden.dtype == tf.bfloat16
+      got = np.asarray(tf.cast(backbone.logits(hidden), tf.float32))
+      np.testing.assert_allclose(got, full[:, position], atol=0.05,
+                                 err_msg=position)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")

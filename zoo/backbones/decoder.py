@@ -283,7 +283,8 @@ class DecoderBackbone(keras.Model):
     """
     table = self.position_embedding.position_embeddings  # [T_max, D]
     x = self.token_embedding(token_ids)  # [B, D]
-    x = x + tf.gather(tf.convert_to_tensor(table), position)[None]
+    x = x + tf.cast(tf.gather(tf.convert_to_tensor(table), position),
+                    x.dtype)[None]
     new_cache = []
     for block, (keys, values) in zip(self.blocks, cache):
       x, keys, values = block.step(x, position, keys, values)

@@ -86,11 +86,15 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     memory = self.cross_attention.project_memory(source)
     return self._cross_and_mlp(x, memory, source_mask, training), k, v
 
-  def call_step(self, x, position, keys, values, memory, source_mask):
-    """One position: memory is this block's cross_attention_memory."""
-    h, keys, values = self.self_attention.call_step(
+  def step(self, x, position, keys, values, memory, source_mask):
+    """One position: x float[B, D] -> (float[B, D], keys, values); memory
+    is this block's cross_attention_memory, source_mask bool[B, S]."""
+    h, keys, values = self.self_attention.step(
         self.self_attention_norm(x), position, keys, values)
-    return self._cross_and_mlp(x + h, memory, source_mask, False), keys, values
+    x = x + h
+    x = x + self.cross_attention.attend_memory_step(
+        self.cross_attention_norm(x), *memory, source_mask)
+    return x + self.mlp_out(self.mlp_in(self.mlp_norm(x))), keys, values
 
   def cross_attention_memory(self, source):
     """source float[B, S, D] -> its (keys, values) float[B, S, H, Dh]."""
@@ -186,12 +190,19 @@ class Seq2SeqBackbone(keras.Model):
 
     memory: cross_attention_memory of the encoded source (rows as ids).
     """
-    x = self._embed(token_ids, start_index=position)  # [B, 1, D]
+    hidden, cache = self.step(token_ids[:, 0], position, cache, memory,
+                              source_mask)
+    return hidden[:, None], cache
+
+  def step(self, token_ids, position, cache, memory, source_mask):
+    """decode_step on 2-D tensors: ids int[B] -> (float[B, D], new cache),
+    what the search runs a token (few ops: no reshapes around 3-D matmuls)."""
+    x = self._embed(token_ids[:, None], start_index=position)[:, 0]  # [B, D]
     new_cache = []
     for block, (keys, values), block_memory in zip(self.decoder_blocks, cache,
                                                    memory):
-      x, keys, values = block.call_step(x, position, keys, values,
-                                        block_memory, source_mask)
+      x, keys, values = block.step(x, position, keys, values, block_memory,
+                                   source_mask)
       new_cache.append((keys, values))
     return self.decoder_norm(x), tuple(new_cache)
 

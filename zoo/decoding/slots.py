@@ -126,7 +126,8 @@ def step_logits(backbone, cache_variables, tokens, positions):
                     positions[:, None])  # [S * H]
   position_table = backbone.position_embedding.position_embeddings  # [T, D]
   x = backbone.token_embedding(tokens[:, None])  # [S, 1, D]
-  x = x + tf.gather(tf.convert_to_tensor(position_table), positions)[:, None]
+  x = x + tf.cast(tf.gather(tf.convert_to_tensor(position_table), positions),
+                  x.dtype)[:, None]
   for block, (key_var, value_var) in zip(backbone.blocks, cache_variables):
     attention = block.attention
     q, k, v = attention._project(block.attention_norm(x))  # [S, 1, H, Dh]

@@ -105,6 +105,33 @@ class MultiHeadAttention(keras.layers.Layer):
                                       scale=self.scale)  # [B, T, H, Dh]
     return self.output_dense(out)  # [B, T, D]
 
+  def attend_memory_step(self, query, key, value, mask):
+    """One query position a row, at inference: query float[B, D] over
+    projected keys/values [B, S, H, Dh], mask bool[B, S] -> float[B, D].
+
+    attend_memory's arithmetic (up to float rounding) in the few ops a
+    decoding step wants: each projection one 2-D matmul with the layer's own
+    kernel, and the scores and the weighted sum elementwise products summed
+    where the memory lies, with no transpose of it.
+    """
+    heads, width = self.num_heads, self.num_heads * self.key_dim
+
+    def dense(x, layer, shape):  # x float[B, K] x kernel reshaped [K, N]
+      kernel = ops.reshape(ops.cast(layer.kernel, x.dtype), shape)
+      return ops.matmul(x, kernel) + ops.reshape(ops.cast(layer.bias, x.dtype),
+                                                 shape[-1:])
+
+    q = ops.reshape(dense(query, self.query_dense, [-1, width]),
+                    [-1, 1, heads, self.key_dim])  # [B, 1, H, Dh]
+    scores = ops.cast(ops.sum(key * q, axis=-1), "float32") * self.scale
+    scores = ops.where(mask[:, :, None], scores, -1e9)  # [B, S, H]
+    scores = ops.exp(scores - ops.max(scores, axis=1, keepdims=True))
+    weights = scores / ops.sum(scores, axis=1, keepdims=True)  # over S
+    out = ops.sum(ops.cast(weights, value.dtype)[..., None] * value,
+                  axis=1)  # [B, H, Dh]
+    return dense(ops.reshape(out, [-1, width]), self.output_dense,
+                 [width, -1])  # [B, D]
+
   def _attend_with_dropout(self, query, key, value, mask, training):
     """[B, T, H, Dh], [B, S, H, Dh] x 2, bool[B, 1, T, S] -> [B, T, H, Dh]."""
     query = ops.multiply(query, ops.cast(self.scale, query.dtype))

@@ -102,9 +102,9 @@ class Translator(TaskModel):
     cache = backbone.empty_cache(tf.shape(source_mask)[0], source.dtype)
 
     def step(token_ids, position, cache):
-      hidden, cache = backbone.decode_step(token_ids, position, cache, memory,
-                                           source_mask)  # [N, 1, D]
-      logits = tf.cast(backbone.logits(hidden)[:, 0], tf.float32)  # [N, V]
+      hidden, cache = backbone.step(token_ids[:, 0], position, cache, memory,
+                                    source_mask)  # [N, D]
+      logits = tf.cast(backbone.logits(hidden), tf.float32)  # [N, V]
       log_probs = tf.nn.log_softmax(logits, axis=-1)  # the model's own
       # PAD and BOS are never output; masked after the softmax, so scores
       # stay the model's log-probabilities (log_probability agrees).
