@@ -123,6 +123,11 @@ class CausalSelfAttention(keras.layers.Layer):
     h, keys, values = self.step(x[:, 0], position, keys, values)
     return h[:, None], keys, values
 
+  def project_step(self, x):
+    """x float[B, D] (one position a row) -> q, k, v float[B, H, Dh]."""
+    qkv = tf.reshape(self.qkv(x), [-1, 3, self.num_heads, self.head_dim])
+    return tf.unstack(qkv, axis=1)
+
   def step(self, x, position, keys, values):
     """One position for every row: x float[B, D] at `position` (scalar).
 
@@ -132,8 +137,7 @@ class CausalSelfAttention(keras.layers.Layer):
     elementwise over the time-major rows and summed, so no transpose copies
     the cache, and every projection is a plain 2-D matmul (few ops a step).
     """
-    qkv = tf.reshape(self.qkv(x), [-1, 3, self.num_heads, self.head_dim])
-    q, k, v = tf.unstack(qkv, axis=1)  # [B, H, Dh] each
+    q, k, v = self.project_step(x)  # [B, H, Dh] each
     keys = write_position(keys, position, k)
     values = write_position(values, position, v)
     filled = position + 1
@@ -190,7 +194,8 @@ class DecoderBlock(keras.layers.Layer):
     self.mlp_out.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
     self.built = True
 
-  def _mlp(self, x, training):
+  def mlp(self, x, training=False):
+    """x + mlp(norm(x)), x float[..., D]."""
     h = self.mlp_out(self.mlp_in(self.mlp_norm(x)))
     return x + self.residual_dropout(h, training=training)
 
@@ -198,13 +203,13 @@ class DecoderBlock(keras.layers.Layer):
     """float[B, T, D] -> (float[B, T, D], keys, values [B, T, H, Dh])."""
     h, k, v = self.attention(self.attention_norm(x), training=training)
     x = x + self.residual_dropout(h, training=training)
-    return self._mlp(x, training), k, v
+    return self.mlp(x, training), k, v
 
   def step(self, x, position, keys, values):
     """One position: x float[B, D] -> (float[B, D], keys, values)."""
     h, keys, values = self.attention.step(self.attention_norm(x), position,
                                           keys, values)
-    return self._mlp(x + h, training=False), keys, values
+    return self.mlp(x + h), keys, values
 
   def get_config(self):
     config = super().get_config()

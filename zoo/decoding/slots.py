@@ -26,7 +26,7 @@ every token: 62.8 ms for a 4-token step at 32 slots, against 40.0 ms now;
 benchmarks/engine_cache_placement.py).
 
 The arithmetic is the backbone's own (call_with_cache for prompts, the
-projections and output layer of CausalSelfAttention), so a slot chooses the
+projections and output layer of CausalSelfAttention, the blocks' MLPs), so a slot chooses the
 tokens `generation.generate` chooses for the same prompt and settings.
 """
 
@@ -96,9 +96,9 @@ def prompt_logits(backbone, ids, lengths):
 
 
 def _attend(attention, q, keys, values, positions):
-  """q float[S, 1, H, Dh]; keys/values float[S, H, T, Dh]; positions int32[S]
-  -> float[S, 1, D], slot s reading its positions 0..positions[s] only."""
-  q = tf.transpose(q, [0, 2, 1, 3])  # [S, H, 1, Dh]
+  """q float[S, H, Dh]; keys/values float[S, H, T, Dh]; positions int32[S]
+  -> float[S, D], slot s reading its positions 0..positions[s] only."""
+  q = q[:, :, None]  # [S, H, 1, Dh]
   scores = tf.matmul(q, keys, transpose_b=True) / math.sqrt(
       attention.head_dim)  # [S, H, 1, T]
   scores = tf.cast(scores, tf.float32)
@@ -106,9 +106,8 @@ def _attend(attention, q, keys, values, positions):
   scores = tf.where(filled[:, None, None, :], scores, NEG_INF)
   weights = tf.cast(tf.nn.softmax(scores, axis=-1), q.dtype)  # [S, H, 1, T]
   out = tf.matmul(weights, values)  # [S, H, 1, Dh]
-  out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]),
-                   [tf.shape(q)[0], 1, attention.hidden_dim])  # [S, 1, D]
-  return attention.output_dense(out)  # [S, 1, D]
+  return attention.output_dense(
+      tf.reshape(out, [-1, attention.hidden_dim]))  # [S, D]
 
 
 def step_logits(backbone, cache_variables, tokens, positions):
@@ -117,7 +116,8 @@ def step_logits(backbone, cache_variables, tokens, positions):
   Slot s feeds tokens[s] at positions[s], writing its key and value there;
   slots not advancing compute too (a fixed batch) but write only into their
   own rows at their own position, which a later step overwrites before
-  reading, and their logits are ignored.
+  reading, and their logits are ignored. Every tensor is [S, ...] (one
+  position a slot), so each projection is one 2-D matmul.
   """
   context = backbone.sequence_length
   positions = tf.clip_by_value(positions, 0, context - 1)  # [S]
@@ -125,16 +125,15 @@ def step_logits(backbone, cache_variables, tokens, positions):
   rows = _flat_rows(slots, backbone.num_heads, context,
                     positions[:, None])  # [S * H]
   position_table = backbone.position_embedding.position_embeddings  # [T, D]
-  x = backbone.token_embedding(tokens[:, None])  # [S, 1, D]
+  x = backbone.token_embedding(tokens)  # [S, D]
   x = x + tf.cast(tf.gather(tf.convert_to_tensor(position_table), positions),
-                  x.dtype)[:, None]
+                  x.dtype)
   for block, (key_var, value_var) in zip(backbone.blocks, cache_variables):
     attention = block.attention
-    q, k, v = attention._project(block.attention_norm(x))  # [S, 1, H, Dh]
-    head_dim = tf.shape(k)[3]
+    q, k, v = attention.project_step(block.attention_norm(x))  # [S, H, Dh]
+    head_dim = attention.head_dim
     keys = _write_rows(key_var, rows, tf.reshape(k, [-1, head_dim]))
     values = _write_rows(value_var, rows, tf.reshape(v, [-1, head_dim]))
-    h = _attend(attention, q, keys, values, positions)  # [S, 1, D]
-    x = block._mlp(x + h, training=False)  # [S, 1, D]
-  hidden = backbone.final_norm(x)  # [S, 1, D]
-  return backbone.logits(hidden)[:, 0]  # [S, V]
+    h = _attend(attention, q, keys, values, positions)  # [S, D]
+    x = block.mlp(x + h)  # [S, D]
+  return backbone.logits(backbone.final_norm(x))  # [S, V]
