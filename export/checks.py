@@ -87,7 +87,13 @@ def _core_op_names():
   return set(dir(tf.raw_ops))
 
 
-def check_saved_model(path):
+def check_saved_model(path, allow_xla_functions=False):
+  """Problems that keep TF Serving from running the export, as strings.
+
+  allow_xla_functions: accept functions marked for XLA compilation (an
+  export made for servers started with --xla_cpu_compilation_enabled);
+  XLA-only ops are refused either way.
+  """
   problems = []
   saved_model = load_saved_model_proto(path)
   core_ops = _core_op_names()
@@ -106,7 +112,7 @@ def check_saved_model(path):
       problems.append(f"function {name} takes a ragged or sparse input; "
                       "signature inputs must be dense and batch-major")
     for function in meta_graph.graph_def.library.function:
-      for attr in _XLA_ATTRS:
+      for attr in () if allow_xla_functions else _XLA_ATTRS:
         if attr in function.attr and function.attr[attr].b:
           problems.append(f"function {function.signature.name} is XLA-compiled "
                           f"({attr}); export without jit_compile")

@@ -44,11 +44,12 @@ def prompt_ids(tokenizer, prompt):
 
 
 def generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k,
-                  top_p, seed, use_cache=True):
+                  top_p, seed, use_cache=True, jit_compile=False):
   """The `generate` computation: returns {text string[B], num_tokens int32[B]}.
 
   use_cache=False recomputes the whole context at every step (a benchmark
-  baseline; exports always use the cache).
+  baseline; exports always use the cache). jit_compile: XLA-compile the
+  token loop (the tokenizer stays outside it).
   """
   context = model.backbone.sequence_length
   ids, lengths = prompt_ids(tokenizer, prompt)
@@ -58,13 +59,18 @@ def generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k,
     budget = tf.clip_by_value(max_new_tokens, 0, context - 1)  # validated below
   ids, lengths = fit_prompts(ids, lengths, budget, context)  # [B, T], [B]
   tokens, generated = model.generate(ids, lengths, max_new_tokens, temperature,
-                                     top_k, top_p, seed, use_cache=use_cache)
+                                     top_k, top_p, seed, use_cache=use_cache,
+                                     jit_compile=jit_compile)
   new_tokens = continuation(tokens, lengths, generated)  # [B, T]
   return {"text": tokenizer.detokenize(new_tokens), "num_tokens": generated}
 
 
-def build_archive(model, tokenizer, unused_model_config):
-  """Returns (archive, {signature: method name other than predict})."""
+def build_archive(model, tokenizer, unused_model_config, xla_generation=False):
+  """Returns (archive, {signature: method name other than predict}).
+
+  xla_generation: serving_default and generate run their token loop as an
+  XLA-compiled function (the engine signatures stay plain graphs).
+  """
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.track(tokenizer)
@@ -76,12 +82,13 @@ def build_archive(model, tokenizer, unused_model_config):
     outputs = generate_text(
         model, tokenizer, prompt, tf.fill(batch, default_new_tokens),
         tf.zeros(batch, tf.float32), tf.zeros(batch, tf.int32),
-        tf.ones(batch, tf.float32), tf.zeros(batch, tf.int64))
+        tf.ones(batch, tf.float32), tf.zeros(batch, tf.int64),
+        jit_compile=xla_generation)
     return {"text": outputs["text"]}
 
   def generate(prompt, max_new_tokens, temperature, top_k, top_p, seed):
     return generate_text(model, tokenizer, prompt, max_new_tokens, temperature,
-                         top_k, top_p, seed)
+                         top_k, top_p, seed, jit_compile=xla_generation)
 
   def score(text):
     log_likelihood, count = model.log_likelihood(tokenizer(text))

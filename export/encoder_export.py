@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from export import warmup
+from export.versioning import ExportError
 from zoo.tokenizers.wordpiece import longest_row, row_lengths
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -83,11 +84,13 @@ def classify_in_sorted_chunks(ids, classify_fn, rows=SORTED_CHUNK_ROWS,
   return tf.cond(count > rows, in_chunks, lambda: run(ids, type_ids))
 
 
-def build_archive(model, tokenizer, model_config):
+def build_archive(model, tokenizer, model_config, xla_generation=False):
   """Returns (archive, {signature: method name other than predict}).
 
   A model trained on sentence pairs (model_config["text_pair"]) takes
   `text` and `text_pair` in every signature (classify: both features)."""
+  if xla_generation:
+    raise ExportError("an XLA generation loop applies to decoders only")
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.track(tokenizer)

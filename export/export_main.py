@@ -16,6 +16,11 @@ flags.DEFINE_string("checkpoint", "best",
                     "best, latest, or a checkpoint path prefix.")
 flags.DEFINE_string("model_name", "", "Model name used in the warmup requests "
                     "(default: the task name).")
+flags.DEFINE_bool("xla_generation", False, "Decoders: XLA-compile the "
+                  "generation loop of serving_default and generate. Only "
+                  "servers started with --xla_cpu_compilation_enabled run "
+                  "it; the default export is XLA-free, as stock TF Serving "
+                  "needs.")
 flags.mark_flags_as_required(["model_dir", "export_base"])
 FLAGS = flags.FLAGS
 
@@ -29,7 +34,7 @@ def main(argv):
     path = export_saved_model(ExportConfig(
         model_dir=FLAGS.model_dir, export_base=FLAGS.export_base,
         version=FLAGS.version, checkpoint=FLAGS.checkpoint,
-        model_name=FLAGS.model_name))
+        model_name=FLAGS.model_name, xla_generation=FLAGS.xla_generation))
   except ExportError as e:
     logging.error("%s", e)
     print(f"Error: {e}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Rebuilds the model from model_dir/config.json with zoo (never trainer flags),
 restores the best checkpoint (or the latest, or a given one), writes the
-family's signatures with a keras ExportArchive in float32 without XLA, then the
+family's signatures with a keras ExportArchive in float32 without XLA (unless
+asked for an XLA generation loop), then the
 method-name patch, the warmup file and the model card, runs the static checks,
 and renames the finished directory into place.
 """
@@ -20,7 +21,8 @@ from zoo import model_config as zoo_model_config
 from zoo import model_dir as layout
 
 # The family registry. Each module has build_archive(model, tokenizer,
-# model_config), warmup_logs(model_name, model_config) (from the model
+# model_config, xla_generation) (ExportError where the family has no XLA
+# generation), warmup_logs(model_name, model_config) (from the model
 # config's "warmup_examples", the run's own data) and limits(model_config).
 FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export,
                   "seq2seq": seq2seq_export}
@@ -33,6 +35,9 @@ class ExportConfig:
   version: int = 0  # 0 = a new, larger version (a timestamp)
   checkpoint: str = "best"  # best, latest, averaged, or a checkpoint path prefix
   model_name: str = ""  # model name in warmup requests; '' = the task name
+  # XLA-compile the generation loop (decoders): for servers started with
+  # --xla_cpu_compilation_enabled only; stock TF Serving refuses it otherwise
+  xla_generation: bool = False
 
 
 def load_trained_model(model_dir, checkpoint="best"):
@@ -69,7 +74,8 @@ def export_saved_model(config: ExportConfig):
   version = config.version or next_version(config.export_base)
 
   def write(path):
-    archive, method_names = family.build_archive(model, tokenizer, model_config)
+    archive, method_names = family.build_archive(
+        model, tokenizer, model_config, xla_generation=config.xla_generation)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
     warmup.write_warmup_file(path, warmup_logs)
@@ -78,7 +84,8 @@ def export_saved_model(config: ExportConfig):
         os.path.relpath(checkpoint_path, config.model_dir),
         family.limits(model_config), parameters=model.count_params())
     model_card.write_model_card(path, card)
-    problems = checks.check_saved_model(path)
+    problems = checks.check_saved_model(
+        path, allow_xla_functions=config.xla_generation)
     if problems:
       raise ExportError("export failed the TF Serving checks:\n  " +
                         "\n  ".join(problems))

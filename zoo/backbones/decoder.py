@@ -54,7 +54,7 @@ def time_major(x):
   return tf.transpose(x, [1, 0, 2, 3])
 
 
-def write_position(cache, position, new):
+def write_position(cache, position, new, in_place=True):
   """cache float[T_max, B, H, Dh] with row `position` (scalar) set to new
   float[B, H, Dh], written into the cache's own buffer (InplaceUpdate
   aliases its input), so a step costs the row, not the cache.
@@ -62,9 +62,14 @@ def write_position(cache, position, new):
   The old `cache` tensor must not be read again, and its buffer must be the
   cache's alone: every cache here comes from empty_cache, from a pad or a
   gather (new outputs), or from an earlier write_position.
+  in_place=False writes with a scatter instead, for XLA (which has no
+  InplaceUpdate kernel and updates a loop's scatter in place itself).
   """
-  return tf.raw_ops.InplaceUpdate(x=cache, i=tf.reshape(position, [1]),
-                                  v=tf.cast(new, cache.dtype)[None])
+  row = tf.cast(new, cache.dtype)[None]  # [1, B, H, Dh]
+  if not in_place:
+    return tf.tensor_scatter_nd_update(cache, tf.reshape(position, [1, 1]),
+                                       row)
+  return tf.raw_ops.InplaceUpdate(x=cache, i=tf.reshape(position, [1]), v=row)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -128,7 +133,7 @@ class CausalSelfAttention(keras.layers.Layer):
     qkv = tf.reshape(self.qkv(x), [-1, 3, self.num_heads, self.head_dim])
     return tf.unstack(qkv, axis=1)
 
-  def step(self, x, position, keys, values):
+  def step(self, x, position, keys, values, in_place=True):
     """One position for every row: x float[B, D] at `position` (scalar).
 
     keys/values float[T_max, B, H, Dh] hold positions < position; returns
@@ -138,8 +143,8 @@ class CausalSelfAttention(keras.layers.Layer):
     the cache, and every projection is a plain 2-D matmul (few ops a step).
     """
     q, k, v = self.project_step(x)  # [B, H, Dh] each
-    keys = write_position(keys, position, k)
-    values = write_position(values, position, v)
+    keys = write_position(keys, position, k, in_place)
+    values = write_position(values, position, v, in_place)
     filled = position + 1
     scores = tf.reduce_sum(keys[:filled] * q[None], axis=-1) / math.sqrt(
         self.head_dim)  # [filled, B, H]
@@ -205,10 +210,10 @@ class DecoderBlock(keras.layers.Layer):
     x = x + self.residual_dropout(h, training=training)
     return self.mlp(x, training), k, v
 
-  def step(self, x, position, keys, values):
+  def step(self, x, position, keys, values, in_place=True):
     """One position: x float[B, D] -> (float[B, D], keys, values)."""
     h, keys, values = self.attention.step(self.attention_norm(x), position,
-                                          keys, values)
+                                          keys, values, in_place)
     return self.mlp(x + h), keys, values
 
   def get_config(self):
@@ -280,11 +285,12 @@ class DecoderBackbone(keras.Model):
     hidden, cache = self.step(token_ids[:, 0], position, cache)
     return hidden[:, None], cache
 
-  def step(self, token_ids, position, cache):
+  def step(self, token_ids, position, cache, in_place=True):
     """call_step on 2-D tensors: ids int[B] -> (float[B, D], updated cache).
 
     What the generation loop runs a token: every tensor is [B, ...], so
-    each layer is one op (no reshapes around 3-D matmuls).
+    each layer is one op (no reshapes around 3-D matmuls). in_place: see
+    write_position.
     """
     table = self.position_embedding.position_embeddings  # [T_max, D]
     x = self.token_embedding(token_ids)  # [B, D]
@@ -292,7 +298,7 @@ class DecoderBackbone(keras.Model):
                     x.dtype)[None]
     new_cache = []
     for block, (keys, values) in zip(self.blocks, cache):
-      x, keys, values = block.step(x, position, keys, values)
+      x, keys, values = block.step(x, position, keys, values, in_place)
       new_cache.append((keys, values))
     return self.final_norm(x), tuple(new_cache)
 

@@ -84,40 +84,53 @@ def _pad_cache(cache, length):
 
 def generate(model, prompt_ids, prompt_lengths, max_new_tokens, temperature,
              top_k, top_p, seed, end_id=None, suppressed_ids=(),
-             use_cache=True):
+             use_cache=True, jit_compile=False):
   """Continues each prompt; returns (tokens int32[B, T], num_generated int32[B]).
 
-  model: a CausalLanguageModel (its backbone has call_with_cache/call_step).
+  model: a CausalLanguageModel (its backbone has call_with_cache/step).
   prompt_ids int32[B, T] right-padded to the model's context T, prompt_lengths
   int32[B] >= 1 (use fit_prompts); settings are per row, see sampling.py.
+  jit_compile=True runs the loop as one XLA-compiled function (the settings
+  are still checked outside it, since XLA drops graph asserts), with the
+  cache written by scatters, which XLA updates in place (InplaceUpdate has
+  no XLA kernel). XLA may round differently, so sampled tokens can differ.
   """
-  backbone = model.backbone
-  context = backbone.sequence_length
+  context = model.backbone.sequence_length
   batch_size = tf.shape(prompt_ids)[0]
   prompt_ids = tf.ensure_shape(tf.cast(prompt_ids, tf.int32), [None, context])
-  max_new_tokens = tf.cast(max_new_tokens, tf.int32)
-  top_k = tf.cast(top_k, tf.int32)
-  temperature = tf.cast(temperature, tf.float32)
-  top_p = tf.cast(top_p, tf.float32)
-  seed = tf.cast(seed, tf.int64)
-  checks = validate_settings(batch_size, context, max_new_tokens, temperature,
-                             top_k, top_p, seed)
+  prompt_lengths = tf.cast(prompt_lengths, tf.int32)
+  settings = (tf.cast(max_new_tokens, tf.int32), tf.cast(temperature, tf.float32),
+              tf.cast(top_k, tf.int32), tf.cast(top_p, tf.float32),
+              tf.cast(seed, tf.int64))
+  checks = validate_settings(batch_size, context, *settings)
   checks.append(tf.debugging.assert_positive(
       prompt_lengths, message="every prompt needs at least one token"))
   with tf.control_dependencies(checks):  # nothing runs before the checks
-    prompt_ids = tf.identity(prompt_ids)
-    max_new_tokens = tf.identity(max_new_tokens)
-    temperature = tf.identity(temperature)
-    top_k = tf.identity(top_k)
-    top_p = tf.identity(top_p)
-    seed = tf.identity(seed)
-    first = tf.reduce_min(prompt_lengths) - 1  # last prompt position all share
+    inputs = [tf.identity(x) for x in (prompt_ids, prompt_lengths) + settings]
+
+  def loop(*inputs):
+    return decode_loop(model, *inputs, end_id=end_id,
+                       suppressed_ids=suppressed_ids, use_cache=use_cache,
+                       in_place=not jit_compile)
+  if jit_compile:
+    loop = tf.function(loop, jit_compile=True)
+  return loop(*inputs)
+
+
+def decode_loop(model, prompt_ids, prompt_lengths, max_new_tokens, temperature,
+                top_k, top_p, seed, end_id=None, suppressed_ids=(),
+                use_cache=True, in_place=True):
+  """generate's loop on checked inputs: (tokens int32[B, T], int32[B])."""
+  backbone = model.backbone
+  context = backbone.sequence_length
+  batch_size = tf.shape(prompt_ids)[0]
+  first = tf.reduce_min(prompt_lengths) - 1  # last prompt position all share
   positions = tf.range(context)[None, :]  # [1, T]
 
   def next_logits(tokens, position, cache):
     if use_cache:
-      hidden, cache = backbone.step(tokens[:, position], position,
-                                    cache)  # [B, D]
+      hidden, cache = backbone.step(tokens[:, position], position, cache,
+                                    in_place=in_place)  # [B, D]
       return backbone.logits(hidden), cache  # [B, V]
     hidden = backbone(tokens, training=False)  # [B, T, D]
     return tf.gather(backbone.logits(hidden), position, axis=1), cache

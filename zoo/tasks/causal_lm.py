@@ -44,12 +44,12 @@ class CausalLanguageModel(TaskModel):
             tf.reduce_sum(tf.cast(mask, tf.int32), axis=-1))
 
   def generate(self, prompt_ids, prompt_lengths, max_new_tokens, temperature,
-               top_k, top_p, seed, use_cache=True):
+               top_k, top_p, seed, use_cache=True, jit_compile=False):
     """See zoo.decoding.generation.generate; returns (tokens, num_generated)."""
     return generation.generate(
         self, prompt_ids, prompt_lengths, max_new_tokens, temperature, top_k,
         top_p, seed, end_id=self.end_id, suppressed_ids=self.suppressed_ids,
-        use_cache=use_cache)
+        use_cache=use_cache, jit_compile=jit_compile)
 
   def get_config(self):
     config = super().get_config()
