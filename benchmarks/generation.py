@@ -5,6 +5,9 @@ recipe's run), this measures tokens/s (new tokens per second, all rows
 together) of:
   export     the exported `generate` signature, loaded with
              tf.saved_model.load (graph mode, no XLA: what TF Serving runs);
+  export_xla the same from an export made with --xla_generation (its token
+             loop XLA-compiled: for servers started with
+             --xla_cpu_compilation_enabled; --noxla_export skips it);
   no_cache   the same model and settings decoding without a cache (every step
              recomputes the whole context), as an in-process tf.function;
   keras_hub  keras_hub's GPT2CausalLM.generate for a randomly initialised
@@ -44,6 +47,8 @@ flags.DEFINE_multi_integer("lengths", [32, 64, 128, 256],
                            "New-token counts for the tokens/s vs length curve.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per figure (median).")
 flags.DEFINE_bool("keras_hub", True, "Also measure keras_hub GPT2CausalLM.")
+flags.DEFINE_bool("xla_export", True, "Also measure an export made with "
+                  "--xla_generation (an XLA-compiled token loop).")
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow's intra-op threads for "
                      "everything measured (0 = TensorFlow's default).")
 flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow's inter-op threads (0 = "
@@ -129,13 +134,19 @@ def run_benchmark(model_dir):
   with tempfile.TemporaryDirectory() as base:
     export_path = export_saved_model(ExportConfig(model_dir, base))
     exported = tf.saved_model.load(export_path).signatures["generate"]
+    ours_to_time = [("export", exported)]
+    if FLAGS.xla_export:
+      xla_path = export_saved_model(ExportConfig(model_dir, base,
+                                                 xla_generation=True))
+      ours_to_time.append(
+          ("export_xla", tf.saved_model.load(xla_path).signatures["generate"]))
     no_cache = tf.function(lambda **kw: generate_text(
         model, tokenizer, use_cache=False, **kw))
     results = {"batches": [], "lengths": []}
     for batch_size in FLAGS.batch_sizes:
       row = {"batch_size": batch_size, "new_tokens": FLAGS.new_tokens}
       tokens = batch_size * FLAGS.new_tokens
-      for name, signature in (("export", exported), ("no_cache", no_cache)):
+      for name, signature in ours_to_time + [("no_cache", no_cache)]:
         seconds = median_seconds(ours(signature, batch_size, FLAGS.new_tokens),
                                  FLAGS.repeats)
         row[f"{name}_tokens_per_s"] = tokens / seconds
@@ -149,7 +160,9 @@ def run_benchmark(model_dir):
         assert used == jit
         seconds = median_seconds(call, FLAGS.repeats)
         row[f"{name}_tokens_per_s"] = tokens / seconds
-        row[f"export_vs_{name}"] = row["export_tokens_per_s"] / (tokens / seconds)
+        for ours_name, _ in ours_to_time:
+          row[f"{ours_name}_vs_{name}"] = (row[f"{ours_name}_tokens_per_s"] /
+                                           (tokens / seconds))
         print(f"batch {batch_size} {name}: {tokens / seconds:.1f} tokens/s",
               flush=True)
       results["batches"].append(row)
@@ -170,7 +183,8 @@ def run_benchmark(model_dir):
       command=" ".join(["python -m benchmarks.generation",
                         f"--model_dir={model_dir}"] + [
           f"--{name}={FLAGS[name].value}" for name in (
-              "intra_op_threads", "inter_op_threads", "output_name")
+              "intra_op_threads", "inter_op_threads", "output_name",
+              "xla_export")
           if FLAGS[name].present]))
   return results
 

@@ -83,6 +83,9 @@ def export_saved_model(config: ExportConfig):
         path, trainer_config, layout.checkpoint_metrics(config.model_dir, config.checkpoint),
         os.path.relpath(checkpoint_path, config.model_dir),
         family.limits(model_config), parameters=model.count_params())
+    # Which server flag the export needs (none for the default export).
+    card["server_flags_required"] = (["--xla_cpu_compilation_enabled"]
+                                     if config.xla_generation else [])
     model_card.write_model_card(path, card)
     problems = checks.check_saved_model(
         path, allow_xla_functions=config.xla_generation)

@@ -2,6 +2,8 @@
 TF Serving's session loader, and our server with and without
 --xla_cpu_compilation_enabled as real processes."""
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -44,6 +46,10 @@ def test_checks_refuse_it_unless_xla_functions_are_allowed(xla_export,
   assert problems and all("XLA-compiled" in p for p in problems), problems
   assert checks.check_saved_model(xla_export, allow_xla_functions=True) == []
   assert checks.check_saved_model(exported_lm) == []  # the default stays free
+  cards = [json.load(open(os.path.join(path, "assets.extra", "model_card.json")))
+           for path in (xla_export, exported_lm)]
+  assert [card["server_flags_required"] for card in cards] == [
+      ["--xla_cpu_compilation_enabled"], []]
 
 
 def test_session_loader_generates_what_the_plain_export_does(xla_export,
