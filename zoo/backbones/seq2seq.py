@@ -97,8 +97,9 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     return x + self.mlp_out(self.mlp_in(self.mlp_norm(x))), keys, values
 
   def cross_attention_memory(self, source):
-    """source float[B, S, D] -> its (keys, values) float[B, S, H, Dh]."""
-    return self.cross_attention.project_memory(source)
+    """source float[B, S, D] -> its (keys float[B, H, Dh, S], values
+    float[B, H, S, Dh]), as `step` reads them."""
+    return self.cross_attention.step_memory(source)
 
   def get_config(self):
     config = super().get_config()
@@ -181,7 +182,7 @@ class Seq2SeqBackbone(keras.Model):
 
   def cross_attention_memory(self, source):
     """Encoder output float[B, S, D] -> every decoder block's cross-attention
-    (keys, values) float[B, S, H, Dh]: computed once per search."""
+    (keys [B, H, Dh, S], values [B, H, S, Dh]): computed once per search."""
     return tuple(block.cross_attention_memory(source)
                  for block in self.decoder_blocks)
 

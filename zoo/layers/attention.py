@@ -105,14 +105,22 @@ class MultiHeadAttention(keras.layers.Layer):
                                       scale=self.scale)  # [B, T, H, Dh]
     return self.output_dense(out)  # [B, T, D]
 
-  def attend_memory_step(self, query, key, value, mask):
+  def step_memory(self, value):
+    """value float[B, S, D'] -> (keys float[B, H, Dh, S], values float[B, H,
+    S, Dh]): project_memory laid out for attend_memory_step's batched
+    matmuls, computed once per source (a search)."""
+    key, value = self.project_memory(value)  # [B, S, H, Dh] each
+    return ops.transpose(key, [0, 2, 3, 1]), ops.transpose(value, [0, 2, 1, 3])
+
+  def attend_memory_step(self, query, keys, values, mask):
     """One query position a row, at inference: query float[B, D] over
-    projected keys/values [B, S, H, Dh], mask bool[B, S] -> float[B, D].
+    step_memory's keys [B, H, Dh, S] and values [B, H, S, Dh], mask bool[B,
+    S] -> float[B, D].
 
     attend_memory's arithmetic (up to float rounding) in the few ops a
     decoding step wants: each projection one 2-D matmul with the layer's own
-    kernel, and the scores and the weighted sum elementwise products summed
-    where the memory lies, with no transpose of it.
+    kernel, and the scores and the weighted sum one batched matmul each over
+    the memory as step_memory laid it out (no transpose a step).
     """
     heads, width = self.num_heads, self.num_heads * self.key_dim
 
@@ -122,13 +130,11 @@ class MultiHeadAttention(keras.layers.Layer):
                                                  shape[-1:])
 
     q = ops.reshape(dense(query, self.query_dense, [-1, width]),
-                    [-1, 1, heads, self.key_dim])  # [B, 1, H, Dh]
-    scores = ops.cast(ops.sum(key * q, axis=-1), "float32") * self.scale
-    scores = ops.where(mask[:, :, None], scores, -1e9)  # [B, S, H]
-    scores = ops.exp(scores - ops.max(scores, axis=1, keepdims=True))
-    weights = scores / ops.sum(scores, axis=1, keepdims=True)  # over S
-    out = ops.sum(ops.cast(weights, value.dtype)[..., None] * value,
-                  axis=1)  # [B, H, Dh]
+                    [-1, heads, 1, self.key_dim])  # [B, H, 1, Dh]
+    scores = ops.cast(ops.matmul(q, keys), "float32") * self.scale
+    scores = ops.where(mask[:, None, None, :], scores, -1e9)  # [B, H, 1, S]
+    weights = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
+    out = ops.matmul(weights, values)  # [B, H, 1, Dh]
     return dense(ops.reshape(out, [-1, width]), self.output_dense,
                  [width, -1])  # [B, D]
 

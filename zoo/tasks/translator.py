@@ -95,7 +95,7 @@ class Translator(TaskModel):
     # The source is encoded, and its cross-attention keys and values
     # projected, once per sentence; the beams of a sentence share them.
     source, source_mask = backbone.encode(source_ids, training=False)
-    memory = tf.nest.map_structure(  # [B*K, S, H, Dh] each, beam-major
+    memory = tf.nest.map_structure(  # [B*K, ...] each, beam-major
         lambda m: tf.repeat(m, beams, axis=0),
         backbone.cross_attention_memory(source))
     source_mask = tf.repeat(source_mask, beams, axis=0)  # [B*K, S]
