@@ -263,6 +263,14 @@ class DecoderBackbone(keras.Model):
     x = self.token_embedding(token_ids)  # [B, S, D]
     return x + self.position_embedding(x, start_index=start_index)
 
+  def embed_step(self, token_ids, positions):
+    """ids int[B] at positions (a scalar, or int[B]: one a row) -> float[B,
+    D]: the embedding of one position a row. It reads the position table
+    outside the layer's call, so it casts it to the compute dtype itself."""
+    table = tf.convert_to_tensor(self.position_embedding.position_embeddings)
+    x = self.token_embedding(token_ids)  # [B, D]
+    return x + tf.cast(tf.gather(table, positions), x.dtype)  # [D] or [B, D]
+
   def call(self, token_ids, training=None):
     return self.call_with_cache(token_ids, training=training)[0]
 
@@ -292,10 +300,7 @@ class DecoderBackbone(keras.Model):
     each layer is one op (no reshapes around 3-D matmuls). in_place: see
     write_position.
     """
-    table = self.position_embedding.position_embeddings  # [T_max, D]
-    x = self.token_embedding(token_ids)  # [B, D]
-    x = x + tf.cast(tf.gather(tf.convert_to_tensor(table), position),
-                    x.dtype)[None]
+    x = self.embed_step(token_ids, position)  # [B, D]
     new_cache = []
     for block, (keys, values) in zip(self.blocks, cache):
       x, keys, values = block.step(x, position, keys, values, in_place)

@@ -74,7 +74,10 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     h = self.cross_attention.attend_memory(
         self.cross_attention_norm(x), *memory, attention_mask=attention_mask,
         training=training)
-    x = x + self.residual_dropout(h, training=training)
+    return self.mlp(x + self.residual_dropout(h, training=training), training)
+
+  def mlp(self, x, training=False):
+    """x + mlp(norm(x)), x float[..., D]."""
     h = self.mlp_out(self.mlp_in(self.mlp_norm(x)))
     return x + self.residual_dropout(h, training=training)
 
@@ -94,7 +97,7 @@ class CrossAttentionDecoderBlock(keras.layers.Layer):
     x = x + h
     x = x + self.cross_attention.attend_memory_step(
         self.cross_attention_norm(x), *memory, source_mask)
-    return x + self.mlp_out(self.mlp_in(self.mlp_norm(x))), keys, values
+    return self.mlp(x), keys, values
 
   def cross_attention_memory(self, source):
     """source float[B, S, D] -> its (keys float[B, H, Dh, S], values

@@ -124,10 +124,7 @@ def step_logits(backbone, cache_variables, tokens, positions):
   slots = tf.range(tf.shape(tokens)[0])  # [S]
   rows = _flat_rows(slots, backbone.num_heads, context,
                     positions[:, None])  # [S * H]
-  position_table = backbone.position_embedding.position_embeddings  # [T, D]
-  x = backbone.token_embedding(tokens)  # [S, D]
-  x = x + tf.cast(tf.gather(tf.convert_to_tensor(position_table), positions),
-                  x.dtype)
+  x = backbone.embed_step(tokens, positions)  # [S, D]
   for block, (key_var, value_var) in zip(backbone.blocks, cache_variables):
     attention = block.attention
     q, k, v = attention.project_step(block.attention_norm(x))  # [S, H, Dh]
