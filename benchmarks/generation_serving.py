@@ -36,9 +36,6 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -56,6 +53,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
 from benchmarks import environment  # noqa: E402
 from serving import generation_service  # noqa: E402
+from serving import server_process  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_RATIO = 1.5
@@ -81,12 +79,6 @@ flags.DEFINE_string("output", os.path.join(ROOT, "benchmarks", "results",
 FLAGS = flags.FLAGS
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _jobs():
   with open(os.path.join(ROOT, "data", "tinyshakespeare", "input.txt"),
             encoding="utf-8") as f:
@@ -102,7 +94,7 @@ def _jobs():
 
 class Server:
   def __init__(self, base_path, workdir):
-    self.port, self.rest_port = _free_port(), _free_port()
+    self.rest_port = server_process.free_port()
     params = os.path.join(workdir, "batching.config")
     with open(params, "w", encoding="utf-8") as f:
       f.write("max_batch_size { value: 32 }\n"
@@ -112,31 +104,20 @@ class Server:
     monitoring = os.path.join(workdir, "monitoring.config")
     with open(monitoring, "w", encoding="utf-8") as f:
       f.write('prometheus_config { enable: true path: "/metrics" }\n')
-    args = [sys.executable, "-m", "serving.server", f"--port={self.port}",
-            f"--rest_api_port={self.rest_port}", "--model_name=bench",
+    args = [f"--rest_api_port={self.rest_port}", "--model_name=bench",
             f"--model_base_path={base_path}", "--grpc_max_threads=128",
             "--enable_batching", f"--batching_parameters_file={params}",
             f"--monitoring_config_file={monitoring}",
             f"--generation_slots={FLAGS.slots}",
             f"--generation_tokens_per_step={FLAGS.tokens_per_step}",
             "--generation_max_queue=1000", "--enable_model_warmup=false"]
-    self._log = open(os.path.join(workdir, "server.log"), "wb")
-    self.proc = subprocess.Popen(
-        args, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
-    self.target = f"127.0.0.1:{self.port}"
-    end = time.monotonic() + 600
-    while True:
-      assert self.proc.poll() is None, "the server exited"
-      assert time.monotonic() < end, "the server did not start"
-      try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.rest_port}/v1/models", timeout=5) as r:
-          if json.load(r)["data"]:
-            return
-      except OSError:
-        pass
-      time.sleep(0.5)
+    self._server = server_process.ServerProcess(args, os.path.join(workdir, "server.log"))
+    self.port, self.target = self._server.port, self._server.target
+    try:
+      self._server.wait_until_serving(timeout=600)
+    except server_process.ServerExited:
+      self._server.stop()
+      raise
 
   def metric(self, name):
     with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/metrics",
@@ -147,9 +128,7 @@ class Server:
     return 0.0
 
   def stop(self):
-    self.proc.terminate()
-    self.proc.wait(timeout=60)
-    self._log.close()
+    self._server.stop(grace_seconds=60)
 
 
 def _batching_job(stub, prompt, budget, seed):

@@ -21,10 +21,7 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -33,6 +30,7 @@ from absl import flags
 
 from benchmarks import environment
 from benchmarks import serving_soak
+from serving import server_process
 
 ROOT = environment.ROOT
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -49,12 +47,6 @@ def define_flags():
                                              "request_logging.json"), "Where the JSON goes.")
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _config(base, prefix):
   return f"""model_config_list {{
   config {{ name: "plain" base_path: "{base}" model_platform: "tensorflow" }}
@@ -63,21 +55,6 @@ def _config(base, prefix):
                              sampling_config {{ sampling_rate: 1.0 }} }} }}
 }}
 """
-
-
-def _wait_ready(stub, predict_request, process, timeout=120):
-  import grpc  # pylint: disable=import-outside-toplevel
-  end = time.monotonic() + timeout
-  while time.monotonic() < end:
-    if process.poll() is not None:
-      raise RuntimeError("the server exited")
-    try:
-      for name in ("plain", "logged"):
-        stub.Predict(predict_request(name), timeout=5)
-      return
-    except grpc.RpcError:
-      time.sleep(0.2)
-  raise RuntimeError("the server did not become ready")
 
 
 def _summary(seconds):
@@ -123,12 +100,10 @@ def run(base, workdir):
   monitoring = os.path.join(workdir, "monitoring.config")
   with open(monitoring, "w", encoding="utf-8") as f:
     f.write(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}')
-  grpc_port, rest_port = _free_port(), _free_port()
-  command = [sys.executable, "-m", "serving.server", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", f"--model_config_file={config}",
-             "--file_system_poll_wait_seconds=0", f"--monitoring_config_file={monitoring}"]
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  log_path = os.path.join(workdir, "server.log")
+  rest_port = server_process.free_port()
+  server_flags = [f"--rest_api_port={rest_port}", f"--model_config_file={config}",
+                  "--file_system_poll_wait_seconds=0",
+                  f"--monitoring_config_file={monitoring}"]
   texts = tf.make_tensor_proto(TEXTS, dtype=tf.string)
 
   def predict_request(name):
@@ -138,33 +113,28 @@ def run(base, workdir):
     return request
 
   rng = random.Random(0)
-  with open(log_path, "wb") as log:
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               cwd=ROOT)
-    try:
-      channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-      _wait_ready(stub, predict_request, process)
-      requests_by_name = {n: predict_request(n) for n in ("plain", "logged")}
-      grpc_times = _time_pairs(lambda n: stub.Predict(requests_by_name[n], timeout=10),
-                               FLAGS.pairs, FLAGS.warmup_pairs, rng)
-      session = requests.Session()
-      body = json.dumps({"instances": [t.decode() for t in TEXTS]})
-      urls = {n: f"http://127.0.0.1:{rest_port}/v1/models/{n}:predict"
-              for n in ("plain", "logged")}
+  with server_process.ServerProcess(server_flags,
+                                    os.path.join(workdir, "server.log")) as process:
+    channel = grpc.insecure_channel(process.target)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    process.wait_until_serving()
+    requests_by_name = {n: predict_request(n) for n in ("plain", "logged")}
+    grpc_times = _time_pairs(lambda n: stub.Predict(requests_by_name[n], timeout=10),
+                             FLAGS.pairs, FLAGS.warmup_pairs, rng)
+    session = requests.Session()
+    body = json.dumps({"instances": [t.decode() for t in TEXTS]})
+    urls = {n: f"http://127.0.0.1:{rest_port}/v1/models/{n}:predict"
+            for n in ("plain", "logged")}
 
-      def rest_call(name):
-        response = session.post(urls[name], data=body, timeout=10)
-        response.raise_for_status()
+    def rest_call(name):
+      response = session.post(urls[name], data=body, timeout=10)
+      response.raise_for_status()
 
-      rest_times = _time_pairs(rest_call, FLAGS.pairs, FLAGS.warmup_pairs, rng)
-      channel.close()
-      time.sleep(3 * FLUSH_SECONDS)  # The flush thread counts the last records.
-      metrics = session.get(f"http://127.0.0.1:{rest_port}{METRICS_PATH}", timeout=10).text
-    finally:
-      process.terminate()
-      process.wait(timeout=60)
-  logged_calls = 2 * (FLAGS.pairs + FLAGS.warmup_pairs) + 1
+    rest_times = _time_pairs(rest_call, FLAGS.pairs, FLAGS.warmup_pairs, rng)
+    channel.close()
+    time.sleep(3 * FLUSH_SECONDS)  # The flush thread counts the last records.
+    metrics = session.get(f"http://127.0.0.1:{rest_port}{METRICS_PATH}", timeout=10).text
+  logged_calls = 2 * (FLAGS.pairs + FLAGS.warmup_pairs)  # gRPC and REST
   files = tf.io.gfile.glob(f"{prefix}.*.tfrecord")
   in_log = sum(1 for path in files for _ in tf.data.TFRecordDataset(path))
   log_bytes = sum(os.path.getsize(path) for path in files)
@@ -198,8 +168,8 @@ def run(base, workdir):
                     "tfserving_request_log_request_seconds / records) + 2 standard "
                     "errors; every logged call in the log")
   result["goal_met"] = goal_met
-  with open(log_path, encoding="utf-8", errors="replace") as f:
-    result["server_errors_logged"] = sum(" ERROR " in line for line in f)
+  result["server_errors_logged"] = sum(" ERROR " in line
+                                       for line in process.log_text().splitlines())
   return result
 
 

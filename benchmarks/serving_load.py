@@ -37,8 +37,6 @@ and, with matplotlib, a PNG next to it.
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,14 +53,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app
 from absl import flags
-from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from benchmarks import environment
 from benchmarks.request_texts import request_texts
+from serving import server_process
 
 try:  # The exports' tokenizers are tensorflow-text ops.
   import tensorflow_text  # noqa: F401  pylint: disable=unused-import
@@ -94,59 +91,29 @@ flags.DEFINE_string("note", "", "A note kept in the JSON (e.g. how the export wa
 flags.DEFINE_string("output", "", "Where to write the JSON results (a PNG goes next "
                     "to it); default benchmarks/results/serving_load_<data>.json.")
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-class ServerProcess:
-  """python -m serving.server on a free 127.0.0.1 port, serving model 'bench'."""
-
-  def __init__(self, base_path, batching, workdir):
-    self.port = _free_port()
-    args = [sys.executable, "-m", "serving.server", f"--port={self.port}",
-            "--host=127.0.0.1", "--model_name=bench", f"--model_base_path={base_path}",
-            "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={FLAGS.grpc_max_threads}"]
-    args += FLAGS.server_flag
-    if batching:
-      params = os.path.join(workdir, "batching.config")
-      with open(params, "w", encoding="utf-8") as f:
-        f.write(f"max_batch_size {{ value: {FLAGS.max_batch_size} }}\n"
-                f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
-                f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
-                "max_enqueued_batches { value: 1000 }\n")
-      args += ["--enable_batching", f"--batching_parameters_file={params}"]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    self._log = open(os.path.join(workdir, f"server-{self.port}.log"), "wb")
-    self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                 env=env, cwd=ROOT)
-    self.target = f"127.0.0.1:{self.port}"
-    self._wait_ready()
-
-  def _wait_ready(self, timeout=300):
-    end = time.monotonic() + timeout
-    with grpc.insecure_channel(self.target) as ch:
-      health = health_pb2_grpc.HealthStub(ch)
-      while time.monotonic() < end:
-        if self.proc.poll() is not None:
-          raise RuntimeError(f"server exited with {self.proc.returncode}")
-        try:
-          if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-            return
-        except grpc.RpcError:
-          pass
-        time.sleep(0.2)
-    raise RuntimeError("server did not become ready")
-
-  def stop(self):
-    self.proc.terminate()
-    try:
-      self.proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-      self.proc.wait()
-    self._log.close()
+def start_server(base_path, batching, workdir):
+  """python -m serving.server on a free 127.0.0.1 port, serving model 'bench',
+  SERVING when this returns (a server_process.ServerProcess)."""
+  args = ["--host=127.0.0.1", "--model_name=bench", f"--model_base_path={base_path}",
+          "--file_system_poll_wait_seconds=0", f"--grpc_max_threads={FLAGS.grpc_max_threads}"]
+  args += FLAGS.server_flag
+  if batching:
+    params = os.path.join(workdir, "batching.config")
+    with open(params, "w", encoding="utf-8") as f:
+      f.write(f"max_batch_size {{ value: {FLAGS.max_batch_size} }}\n"
+              f"batch_timeout_micros {{ value: {FLAGS.batch_timeout_micros} }}\n"
+              f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
+              "max_enqueued_batches { value: 1000 }\n")
+    args += ["--enable_batching", f"--batching_parameters_file={params}"]
+  port = server_process.free_port()
+  server = server_process.ServerProcess(args, os.path.join(workdir, f"server-{port}.log"),
+                                        port=port)
+  try:
+    server.wait_until_serving(timeout=300)
+  except server_process.ServerExited:
+    server.stop()
+    raise
+  return server
 
 
 def _request(texts, input_key):
@@ -431,7 +398,7 @@ def main(argv):
   servers = {}
   try:
     for mode, batching in (("batching_off", False), ("batching_on", True)):
-      servers[mode] = ServerProcess(base, batching, workdir)
+      servers[mode] = start_server(base, batching, workdir)
     ceiling = InProcessCeiling(input_key, texts, FLAGS.clients)
     fn = tf.saved_model.load(saved_model_dir).signatures[FLAGS.signature_name]
     rounds = []

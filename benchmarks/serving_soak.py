@@ -28,8 +28,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,6 +36,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import environment
+from serving import server_process
 
 ROOT = environment.ROOT
 GOAL_RATIO = 1.10  # issue 20: RSS growth under 10%
@@ -56,12 +55,6 @@ def define_flags():
   flags.DEFINE_float("malformed_fraction", 0.5, "Share of requests that are malformed.")
   flags.DEFINE_string("output", os.path.join(ROOT, "benchmarks", "results",
                                              "serving_soak.json"), "Where the JSON goes.")
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def save_tiny_model(export_dir):
@@ -260,17 +253,14 @@ def main(argv):
 
 
 def soak(base_path, workdir):
-  grpc_port, rest_port = _free_port(), _free_port()
-  command = [sys.executable, "-m", "serving.server", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", "--host=127.0.0.1", "--model_name=bench",
-             f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0",
-             "--rest_api_header_timeout_seconds=2", "--rest_api_body_timeout_seconds=5"]
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  log_path = os.path.join(workdir, "server.log")
-  with open(log_path, "wb") as log:
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+  rest_port = server_process.free_port()
+  server_flags = [f"--rest_api_port={rest_port}", "--host=127.0.0.1", "--model_name=bench",
+                  f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0",
+                  "--rest_api_header_timeout_seconds=2", "--rest_api_body_timeout_seconds=5"]
+  server = server_process.ServerProcess(server_flags, os.path.join(workdir, "server.log"))
+  grpc_port = server.port
   try:
-    _wait_ready(f"127.0.0.1:{grpc_port}", server)
+    server.wait_until_serving(timeout=300)
     rest_url = f"http://127.0.0.1:{rest_port}"
     traffic_for = lambda i: Traffic(f"127.0.0.1:{grpc_port}", rest_url, FLAGS.input_key,
                                     random.Random(1000 + i))
@@ -298,16 +288,10 @@ def soak(base_path, workdir):
     rss_end = rss_bytes(server.pid)
     sampling.set()
     sampler.join()
-    alive = server.poll() is None
+    alive = server.running()
   finally:
-    server.terminate()
-    try:
-      server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-      server.kill()
-      server.wait()
-  with open(log_path, "rb") as f:
-    server_log = f.read().decode("utf-8", "replace")
+    server.stop(grace_seconds=60)
+  server_log = server.log_text()
   total = sum(sum(c.values()) for c in counts.values())
   ratio = rss_end / rss_baseline
   return {
@@ -317,7 +301,7 @@ def soak(base_path, workdir):
                            ("seconds", "warmup_seconds", "clients", "malformed_fraction")] +
                           ([f"--saved_model_dir={FLAGS.saved_model_dir}"]
                            if FLAGS.saved_model_dir else [])),
-      "server_command": " ".join(command[1:]),
+      "server_command": " ".join(server.command[1:]),
       "model": FLAGS.saved_model_dir or "tiny built-in model (save_tiny_model)",
       "baseline": "server RSS after the warm-up traffic, measured in the same run",
       "goal": f"rss_end / rss_baseline < {GOAL_RATIO}",
@@ -343,25 +327,6 @@ def soak(base_path, workdir):
 def _first_traceback(text):
   start = text.find("Traceback (most recent call last)")
   return text[max(0, start - 300):start + 3000] if start >= 0 else None
-
-
-def _wait_ready(target, server, timeout=300):
-  import grpc  # pylint: disable=import-outside-toplevel
-  from grpc_health.v1 import health_pb2  # pylint: disable=import-outside-toplevel
-  from grpc_health.v1 import health_pb2_grpc  # pylint: disable=import-outside-toplevel
-  end = time.monotonic() + timeout
-  with grpc.insecure_channel(target) as ch:
-    health = health_pb2_grpc.HealthStub(ch)
-    while time.monotonic() < end:
-      if server.poll() is not None:
-        raise RuntimeError(f"server exited with {server.returncode}")
-      try:
-        if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-          return
-      except grpc.RpcError:
-        pass
-      time.sleep(0.2)
-  raise RuntimeError("server did not become ready")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from export import warmup
 from zoo.decoding.generation import continuation, fit_prompts
 
 DEFAULT_NEW_TOKENS = 100
+# build_archive can XLA-compile the token loop (ExportConfig.xla_generation).
+XLA_GENERATION = True
 
 
 def prompt_ids(tokenizer, prompt):

@@ -19,7 +19,6 @@ import keras
 import tensorflow as tf
 
 from export import warmup
-from export.versioning import ExportError
 from zoo.tokenizers.wordpiece import longest_row, row_lengths
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -37,6 +36,8 @@ def trim_padding(ids):
 # A request batch of more rows than this runs as length-sorted chunks of this
 # many rows, each cut to its own longest row (see classify_in_sorted_chunks).
 SORTED_CHUNK_ROWS = 16
+# No generation loop to XLA-compile (the exporter refuses --xla_generation).
+XLA_GENERATION = False
 
 
 def classify_in_sorted_chunks(ids, classify_fn, rows=SORTED_CHUNK_ROWS,
@@ -84,13 +85,11 @@ def classify_in_sorted_chunks(ids, classify_fn, rows=SORTED_CHUNK_ROWS,
   return tf.cond(count > rows, in_chunks, lambda: run(ids, type_ids))
 
 
-def build_archive(model, tokenizer, model_config, xla_generation=False):
+def build_archive(model, tokenizer, model_config):
   """Returns (archive, {signature: method name other than predict}).
 
   A model trained on sentence pairs (model_config["text_pair"]) takes
   `text` and `text_pair` in every signature (classify: both features)."""
-  if xla_generation:
-    raise ExportError("an XLA generation loop applies to decoders only")
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.track(tokenizer)

@@ -21,9 +21,10 @@ from zoo import model_config as zoo_model_config
 from zoo import model_dir as layout
 
 # The family registry. Each module has build_archive(model, tokenizer,
-# model_config, xla_generation) (ExportError where the family has no XLA
-# generation), warmup_logs(model_name, model_config) (from the model
-# config's "warmup_examples", the run's own data) and limits(model_config).
+# model_config, **options) (options: xla_generation=True, only where the
+# module's XLA_GENERATION says it has a generation loop to compile),
+# warmup_logs(model_name, model_config) (from the model config's
+# "warmup_examples", the run's own data) and limits(model_config).
 FAMILY_EXPORTS = {"encoder": encoder_export, "decoder": decoder_export,
                   "seq2seq": seq2seq_export}
 
@@ -66,6 +67,10 @@ def export_saved_model(config: ExportConfig):
   family = FAMILY_EXPORTS.get(model_config["family"])
   if family is None:
     raise ExportError(f"no exporter for family {model_config['family']!r}")
+  if config.xla_generation and not family.XLA_GENERATION:
+    raise ExportError(f"an XLA generation loop applies to decoders only; "
+                      f"{config.model_dir} is a {model_config['family']} model")
+  options = {"xla_generation": True} if config.xla_generation else {}
   try:  # before anything is written: an older model config has no examples
     warmup_logs = family.warmup_logs(model_name, model_config)
   except ValueError as e:
@@ -74,8 +79,7 @@ def export_saved_model(config: ExportConfig):
   version = config.version or next_version(config.export_base)
 
   def write(path):
-    archive, method_names = family.build_archive(
-        model, tokenizer, model_config, xla_generation=config.xla_generation)
+    archive, method_names = family.build_archive(model, tokenizer, model_config, **options)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
     warmup.write_warmup_file(path, warmup_logs)

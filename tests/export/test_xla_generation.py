@@ -4,8 +4,6 @@ TF Serving's session loader, and our server with and without
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import grpc
@@ -18,12 +16,12 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 
 from export import checks
-from export.exporter import ExportConfig, export_saved_model
+from export.exporter import FAMILY_EXPORTS, ExportConfig, export_saved_model
 from export.versioning import ExportError
 from serving import client
+from serving import server_process
 from tests.export.test_decoder_export import generate_request
 from tests.export.test_export import run_tf1_session
-from tests.serving.test_cli import ROOT, _env, _free_port
 
 PROMPTS = ["ROMEO:", "First Citizen:\nBefore we proceed", "KING"]
 
@@ -75,6 +73,11 @@ def test_bad_settings_are_still_invalid_argument(xla_export):
       run_tf1_session(xla_export, "generate", generate_request(["ROMEO:"], **bad))
 
 
+def test_only_the_decoder_family_declares_an_xla_generation_loop():
+  assert {name: module.XLA_GENERATION for name, module in FAMILY_EXPORTS.items()} == {
+      "encoder": False, "decoder": True, "seq2seq": False}
+
+
 def test_other_families_refuse_the_option(trained_model_dir, tmp_path):
   with pytest.raises(ExportError, match="decoders only"):
     export_saved_model(ExportConfig(model_dir=trained_model_dir,
@@ -84,67 +87,32 @@ def test_other_families_refuse_the_option(trained_model_dir, tmp_path):
 
 
 def serve(model_path, log_path, extra_flags):
-  """A server process on a free port; returns (process, target)."""
-  port = _free_port()
+  """Our server as a process, serving the export at `model_path` as model 'lm'."""
   base = str(model_path).rsplit("/", 1)[0]
-  process = subprocess.Popen(  # pylint: disable=consider-using-with
-      [sys.executable, "-m", "serving.server", f"--port={port}",
-       "--rest_api_port=0", "--model_name=lm", f"--model_base_path={base}",
-       "--max_num_load_retries=0", *extra_flags],
-      stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, env=_env(),
-      cwd=ROOT)
-  return process, f"127.0.0.1:{port}"
-
-
-def wait_for_health(process, target):
-  with grpc.insecure_channel(target) as channel:
-    health = health_pb2_grpc.HealthStub(channel)
-    end = time.monotonic() + 120
-    while time.monotonic() < end and process.poll() is None:
-      try:
-        if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-          return
-      except grpc.RpcError:
-        pass
-      time.sleep(0.2)
-  raise AssertionError("server did not come up")
-
-
-def stop(process):
-  process.terminate()
-  try:
-    process.wait(timeout=30)
-  finally:
-    if process.poll() is None:
-      process.kill()
-      process.wait()
+  return server_process.ServerProcess(
+      ["--rest_api_port=0", "--model_name=lm", f"--model_base_path={base}",
+       "--max_num_load_retries=0", *extra_flags], log_path)
 
 
 def test_our_server_runs_it_only_with_xla_compilation_enabled(
     xla_export, exported_lm, tmp_path):
   prompts = generate_request(PROMPTS[:2])["prompt"]
-  process, target = serve(xla_export, tmp_path / "xla.log",
-                          ["--xla_cpu_compilation_enabled"])
-  try:
-    wait_for_health(process, target)
-    out = client.predict_text(target, "lm", PROMPTS[:2],
+  with serve(xla_export, tmp_path / "xla.log", ["--xla_cpu_compilation_enabled"]) as server:
+    server.wait_until_serving()
+    out = client.predict_text(server.target, "lm", PROMPTS[:2],
                               signature_name="serving_default")
     _, plain_default = run_tf1_session(exported_lm, "serving_default",
                                        {"prompt": prompts})
     assert [t.decode() for t in out["text"]] == texts(plain_default)
-  finally:
-    stop(process)
   # Without the flag the warmup's first compilation fails, so the version
   # never becomes available, as in tensorflow_model_server.
   log_path = tmp_path / "plain.log"
-  process, target = serve(xla_export, log_path, [])
-  try:
+  with serve(xla_export, log_path, []) as server:
     end = time.monotonic() + 120
-    while "XLA compilation disabled" not in log_path.read_text(errors="replace"):
-      assert time.monotonic() < end and process.poll() is None, (
-          log_path.read_text(errors="replace")[-2000:])
+    while "XLA compilation disabled" not in server.log_text():
+      assert time.monotonic() < end and server.running(), server.log_text()[-2000:]
       time.sleep(0.5)
-    with grpc.insecure_channel(target) as channel:
+    with grpc.insecure_channel(server.target) as channel:
       health = health_pb2_grpc.HealthStub(channel)
       assert health.Check(health_pb2.HealthCheckRequest(),
                           timeout=10).status != 1  # not SERVING
@@ -154,5 +122,3 @@ def test_our_server_runs_it_only_with_xla_compilation_enabled(
           request, timeout=10)
       assert "XLA compilation disabled" in (
           status.model_version_status[0].status.error_message)
-  finally:
-    stop(process)

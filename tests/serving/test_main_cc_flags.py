@@ -10,9 +10,10 @@ import pytest
 from serving import config as config_lib
 from serving import flag_compat
 from serving import model_server
+from serving import server_process
 from serving import session_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = server_process.ROOT
 
 # The flag names of tensorflow_serving/model_servers/main.cc.
 MAIN_CC_FLAGS = """
@@ -35,9 +36,8 @@ enable_grpc_healthcheck_service enable_serialization_as_tensor_content
 
 
 def _run(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.Popen([sys.executable, "-m", "serving.server", *args], cwd=ROOT, env=env,
+  return subprocess.Popen([sys.executable, "-m", "serving.server", *args], cwd=ROOT,
+                          env=server_process.child_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

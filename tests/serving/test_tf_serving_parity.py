@@ -11,8 +11,6 @@ get_model_status_impl_test.cc). Requests go over real gRPC and HTTP on
 
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,9 +33,9 @@ from tensorflow_serving.apis import regression_pb2
 
 from serving import config as config_lib
 from serving import model_server
+from serving import server_process
 from tests.serving import half_plus_two
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VERSION = half_plus_two.VERSION
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 CLASSIFY = "tensorflow/serving/classify"
@@ -398,27 +396,13 @@ def test_prometheus_endpoint(server):
     assert "# TYPE" in response.read().decode("utf-8")
 
 
-def _free_port():
-  import socket  # pylint: disable=import-outside-toplevel
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _env():
-  env = dict(os.environ)
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-  return env
-
-
-def _wait_for_server_ready(address, proc, timeout=120):
+def _wait_for_server_ready(address, server, timeout=120):
   """The test base's WaitForServerReady: a missing model's NOT_FOUND says 'Servable'."""
   end = time.monotonic() + timeout
   with grpc.insecure_channel(address) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     while time.monotonic() < end:
-      assert proc.poll() is None, "the server exited"
+      assert server.running(), server.log_text()[-2000:]
       try:
         stub.Predict(predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name="intentionally_missing_model")), timeout=5)
@@ -432,21 +416,19 @@ def _wait_for_server_ready(address, proc, timeout=120):
 def test_command_line_of_the_test_base(paths, tmp_path):
   """RunServer's command line (UNIX socket, channel arguments, REST timeout), then
   testPredictUDS, testGoodGrpcChannelArgs and --enable_grpc_healthcheck_service."""
-  port, rest_port = _free_port(), _free_port()
+  rest_port = server_process.free_port()
   socket_path = str(tmp_path / "tf-serving.sock")
-  log = open(tmp_path / "server.log", "wb")  # pylint: disable=consider-using-with
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "serving.server", f"--port={port}",
-       f"--rest_api_port={rest_port}", "--rest_api_timeout_in_ms=5000",
+  server = server_process.ServerProcess(
+      [f"--rest_api_port={rest_port}", "--rest_api_timeout_in_ms=5000",
        f"--grpc_socket_path={socket_path}", "--model_name=default",
        f"--model_base_path={paths['saved_model_half_plus_two_cpu']}",
        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,"
        "grpc.lb_policy_name=grpclb,grpc.so_reuseaddr=1",
        "--enable_grpc_healthcheck_service"],
-      stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
-  try:
-    _wait_for_server_ready(f"127.0.0.1:{port}", proc)
-    for address in (f"127.0.0.1:{port}", f"unix:{socket_path}"):
+      tmp_path / "server.log")
+  with server:
+    _wait_for_server_ready(server.target, server)
+    for address in (server.target, f"unix:{socket_path}"):
       with grpc.insecure_channel(address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         verify_predict(stub, specify_output=False)
@@ -459,10 +441,6 @@ def test_command_line_of_the_test_base(paths, tmp_path):
         data=json.dumps({"instances": [2.0, 3.0, 4.0]}).encode())
     with urllib.request.urlopen(request, timeout=20) as response:
       assert json.loads(response.read()) == {"predictions": [3.0, 3.5, 4.0]}
-  finally:
-    proc.terminate()
-    proc.wait(timeout=60)
-    log.close()
 
 
 # ---- http_rest_api_handler_test.cc --------------------------------------------------
