@@ -1,8 +1,10 @@
 """Fixtures for the server tests: tiny SavedModels and in-process servers on 127.0.0.1."""
 
+import json
 import os
 import shutil
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -99,10 +101,40 @@ def channel(server):
   return grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
 
 
+def serve_export(export_path, model_name, tmp_path_factory):
+  """For module fixtures (`yield from`): an in-process server, gRPC and REST on
+  free ports and warmup on, serving `export_path` as version 1 of `model_name`."""
+  base = tmp_path_factory.mktemp(f"served_{model_name}") / model_name
+  shutil.copytree(export_path, base / "1")
+  server = model_server.ModelServer(model_server.ServerOptions(
+      port=0, rest_api_port=-1, model_name=model_name, model_base_path=str(base),
+      file_system_poll_wait_seconds=0.2, enable_model_warmup=True)).start()
+  try:
+    assert server.manager.wait_until_available(120)
+    yield server
+  finally:
+    server.stop(grace=0)
+
+
+def prediction_stub(server):
+  """For fixtures (`yield from`): a PredictionService stub on `server`."""
+  with channel(server) as ch:
+    yield prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+
+def rest_predict(server, model_name, body, timeout=120):
+  """POST `body` (JSON) to /v1/models/<model_name>:predict; the decoded reply
+  (urllib.error.HTTPError for an error status)."""
+  request = urllib.request.Request(
+      f"{rest_url(server)}/v1/models/{model_name}:predict", data=json.dumps(body).encode(),
+      headers={"Content-Type": "application/json"})
+  with urllib.request.urlopen(request, timeout=timeout) as response:
+    return json.load(response)
+
+
 @pytest.fixture
 def stub(tf2_server):
-  with channel(tf2_server) as ch:
-    yield prediction_service_pb2_grpc.PredictionServiceStub(ch)
+  yield from prediction_stub(tf2_server)
 
 
 @pytest.fixture

@@ -1,37 +1,27 @@
 """Our character-LM export served by our model server: gRPC generate, REST score."""
 
 import json
-import shutil
 import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
-from serving import model_server
+from tests.serving import conftest as served
 
 MODEL = "shakespeare"
 
 
 @pytest.fixture(scope="module")
 def server(exported_lm, tmp_path_factory):
-  base = tmp_path_factory.mktemp("served_lm") / MODEL
-  shutil.copytree(exported_lm, base / "1")
-  srv = model_server.ModelServer(model_server.ServerOptions(
-      port=0, rest_api_port=-1, model_name=MODEL, model_base_path=str(base),
-      file_system_poll_wait_seconds=0.2, enable_model_warmup=True)).start()
-  assert srv.manager.wait_until_available(120)
-  yield srv
-  srv.stop(grace=0)
+  yield from served.serve_export(exported_lm, MODEL, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def stub(server):
-  with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  yield from served.prediction_stub(server)
 
 
 def generate_request(prompts, max_new_tokens, temperature, top_k, top_p, seed):
@@ -90,12 +80,7 @@ def test_bad_request_is_invalid_argument_and_server_keeps_serving(stub):
 
 
 def rest_predict(server, body):
-  request = urllib.request.Request(
-      f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict",
-      data=json.dumps(body).encode(),
-      headers={"Content-Type": "application/json"})
-  with urllib.request.urlopen(request, timeout=60) as response:
-    return json.load(response)
+  return served.rest_predict(server, MODEL, body)
 
 
 def test_rest_score_with_instances(server, exported_lm):

@@ -1,18 +1,16 @@
 """Our translator export served by our model server: gRPC translate, REST."""
 
 import json
-import shutil
 import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  registers the text ops for tf.saved_model.load
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
-from serving import model_server
+from tests.serving import conftest as served
 
 MODEL = "multi30k_de_en"
 MAX_BEAM = 4
@@ -21,20 +19,12 @@ NEG = np.float32(-1e9)
 
 @pytest.fixture(scope="module")
 def server(exported_mt, tmp_path_factory):
-  base = tmp_path_factory.mktemp("served_mt") / MODEL
-  shutil.copytree(exported_mt, base / "1")
-  srv = model_server.ModelServer(model_server.ServerOptions(
-      port=0, rest_api_port=-1, model_name=MODEL, model_base_path=str(base),
-      file_system_poll_wait_seconds=0.2, enable_model_warmup=True)).start()
-  assert srv.manager.wait_until_available(120)
-  yield srv
-  srv.stop(grace=0)
+  yield from served.serve_export(exported_mt, MODEL, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def stub(server):
-  with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  yield from served.prediction_stub(server)
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +86,7 @@ def test_beam_size_above_the_maximum_is_invalid_argument_and_server_serves_on(
 
 
 def rest_predict(server, body):
-  request = urllib.request.Request(
-      f"http://127.0.0.1:{server.rest_port}/v1/models/{MODEL}:predict",
-      data=json.dumps(body).encode(),
-      headers={"Content-Type": "application/json"})
-  with urllib.request.urlopen(request, timeout=120) as response:
-    return json.load(response)
+  return served.rest_predict(server, MODEL, body)
 
 
 def test_rest_serving_default_with_instances(server, loaded):
