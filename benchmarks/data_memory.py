@@ -147,14 +147,8 @@ def write_text_corpus(text, copies, path):
 
 def rss_mib(pid):
   """VmRSS of a live process in MiB, or None once it is gone."""
-  try:
-    with open(f"/proc/{pid}/status") as f:
-      for line in f:
-        if line.startswith("VmRSS:"):
-          return int(line.split()[1]) / 1024
-  except (OSError, ValueError):
-    return None
-  return None
+  rss = environment.rss_bytes(pid)
+  return None if rss is None else rss / 2**20
 
 
 # Runs in its own small process between this one and the trainer: a child

@@ -20,6 +20,19 @@ def cpu_model():
   return platform.processor() or "unknown"
 
 
+def rss_bytes(pid):
+  """Resident set size (VmRSS in /proc) of process `pid` in bytes, or None once
+  the process is gone."""
+  try:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError):
+    return None
+  return None
+
+
 def describe():
   import tensorflow as tf
   return {
