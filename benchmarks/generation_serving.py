@@ -112,12 +112,8 @@ class Server:
             f"--generation_tokens_per_step={FLAGS.tokens_per_step}",
             "--generation_max_queue=1000", "--enable_model_warmup=false"]
     self._server = server_process.ServerProcess(args, os.path.join(workdir, "server.log"))
-    self.port, self.target = self._server.port, self._server.target
-    try:
-      self._server.wait_until_serving(timeout=600)
-    except server_process.ServerExited:
-      self._server.stop()
-      raise
+    self.target = self._server.target
+    self._server.wait_until_serving(timeout=600)
 
   def metric(self, name):
     with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/metrics",

@@ -105,14 +105,9 @@ def start_server(base_path, batching, workdir):
               f"num_batch_threads {{ value: {FLAGS.num_batch_threads} }}\n"
               "max_enqueued_batches { value: 1000 }\n")
     args += ["--enable_batching", f"--batching_parameters_file={params}"]
-  port = server_process.free_port()
-  server = server_process.ServerProcess(args, os.path.join(workdir, f"server-{port}.log"),
-                                        port=port)
-  try:
-    server.wait_until_serving(timeout=300)
-  except server_process.ServerExited:
-    server.stop()
-    raise
+  server = server_process.ServerProcess(
+      args, os.path.join(workdir, f"server-{'on' if batching else 'off'}.log"))
+  server.wait_until_serving(timeout=300)
   return server
 
 

@@ -3,9 +3,9 @@
 Rebuilds the model from model_dir/config.json with zoo (never trainer flags),
 restores the best checkpoint (or the latest, or a given one), writes the
 family's signatures with a keras ExportArchive in float32 without XLA (unless
-asked for an XLA generation loop), then the
-method-name patch, the warmup file and the model card, runs the static checks,
-and renames the finished directory into place.
+asked for an XLA generation loop), then the method-name patch, the warmup file
+and the model card, runs the static checks, and renames the finished directory
+into place.
 """
 
 import dataclasses
@@ -79,7 +79,8 @@ def export_saved_model(config: ExportConfig):
   version = config.version or next_version(config.export_base)
 
   def write(path):
-    archive, method_names = family.build_archive(model, tokenizer, model_config, **options)
+    archive, method_names = family.build_archive(model, tokenizer, model_config,
+                                                 **options)
     archive.write_out(path, verbose=False)
     signature_patch.set_method_names(path, method_names)
     warmup.write_warmup_file(path, warmup_logs)

@@ -74,7 +74,15 @@ class ServerProcess:
   def wait_until_serving(self, timeout=120, service=""):
     """Returns once gRPC health reports SERVING for `service` ('' = the server);
     ServerExited, quoting the log's tail, if the process ends or `timeout`
-    seconds pass first."""
+    seconds pass first (a server still running then is stopped, so a failed
+    start leaves no process behind)."""
+    try:
+      self._wait_for_serving(timeout, service)
+    except ServerExited:
+      self.stop()
+      raise
+
+  def _wait_for_serving(self, timeout, service):
     end = time.monotonic() + timeout
     with grpc.insecure_channel(self.target) as channel:
       health = health_pb2_grpc.HealthStub(channel)

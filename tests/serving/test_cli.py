@@ -74,3 +74,13 @@ def test_a_server_that_exits_is_reported_with_its_log(tmp_path):
     server.wait_until_serving(timeout=120)
   assert not server.running()
   assert "rest_api_port" in str(raised.value)
+
+
+def test_a_server_that_never_serves_is_stopped_when_the_wait_ends(tmp_path):
+  (tmp_path / "empty").mkdir()  # a model with no version never becomes available
+  server = server_process.ServerProcess(["--model_name=x",
+                                         f"--model_base_path={tmp_path / 'empty'}"],
+                                        tmp_path / "server.log")
+  with server, pytest.raises(server_process.ServerExited, match="not SERVING after 20 s"):
+    server.wait_until_serving(timeout=20)
+  assert not server.running()

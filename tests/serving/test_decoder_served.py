@@ -80,7 +80,7 @@ def test_bad_request_is_invalid_argument_and_server_keeps_serving(stub):
 
 
 def rest_predict(server, body):
-  return served.rest_predict(server, MODEL, body)
+  return served.rest_predict(server, MODEL, body, timeout=60)
 
 
 def test_rest_score_with_instances(server, exported_lm):
